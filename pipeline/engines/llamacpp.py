@@ -1,0 +1,56 @@
+"""llama.cpp's own `llama-server`: it batches concurrent requests (parallel slots), unlike the
+llama-cpp-python server, which serializes them behind a global lock.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.engines import register
+from pipeline.engines.server import ServerProcess, free_port, new_api_key
+from pipeline.quantize import Artifact
+from pipeline.recipe import LlamaCppEngineConfig
+from pipeline.toolenv import ToolEnv, llamacpp_binary
+
+
+class LlamaServerEngine:
+    name = "llamacpp"
+    eval_worker = "pipeline.workers.lmeval_llamacpp"
+
+    def __init__(self, artifact: Artifact, config: LlamaCppEngineConfig, env: ToolEnv, log_path: Path):
+        self.artifact = artifact
+        self.config = config
+        self.api_key = new_api_key()
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.served_model = artifact.variant
+        self.scorer_threads = config.threads
+        argv = [
+            str(llamacpp_binary(env, "llama-server")),
+            "--model", str(artifact.model_path),
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--api-key", self.api_key,
+            "--alias", self.served_model,
+            "--threads", str(config.threads),
+            "--threads-batch", str(config.threads),
+            "--parallel", str(config.parallel),
+            "--ctx-size", str(config.parallel * config.ctx_per_slot),
+            "--no-webui",
+        ]
+        # /health answers 503 while the model loads and 200 once it can serve.
+        self.server = ServerProcess(argv, f"{self.base_url}/health", log_path, config.ready_timeout_s)
+
+    @property
+    def ready_seconds(self) -> float | None:
+        return self.server.ready_seconds
+
+    def __enter__(self) -> "LlamaServerEngine":
+        self.server.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.__exit__(*exc)
+
+
+register("llamacpp", lambda artifact, engines, env, log_path: LlamaServerEngine(artifact, engines.llamacpp, env, log_path))

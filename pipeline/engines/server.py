@@ -1,0 +1,107 @@
+"""A server subprocess on loopback: free port, API key, readiness with a timeout, log captured,
+stopped by process group (SIGTERM, then SIGKILL) even when the stage using it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import httpx
+
+from pipeline.toolenv import tail
+
+
+class ServerFailed(Exception):
+    """The server exited or did not become ready; the message carries the tail of its log."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def new_api_key() -> str:
+    return "qg-" + secrets.token_hex(16)
+
+
+class ServerProcess:
+    """Start `argv`, wait until `ready_url` answers 200, stop the whole process group on exit."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        ready_url: str,
+        log_path: Path,
+        ready_timeout_s: float,
+        env: dict[str, str] | None = None,
+        ready_check: Callable[[httpx.Response], bool] = lambda r: r.status_code == 200,
+    ):
+        self.argv = argv
+        self.ready_url = ready_url
+        self.log_path = log_path
+        self.ready_timeout_s = ready_timeout_s
+        self.env = env
+        self.ready_check = ready_check
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ready_seconds: float | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        started = time.monotonic()
+        # Own session/process group: stopping it also stops any children the server spawned.
+        self.proc = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+        )
+        log.close()
+        deadline = started + self.ready_timeout_s
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise ServerFailed(
+                        f"server exited with code {self.proc.returncode} before it was ready;"
+                        f" log {self.log_path}:\n{tail(self.log_path)}"
+                    )
+                try:
+                    if self.ready_check(client.get(self.ready_url)):
+                        self.ready_seconds = round(time.monotonic() - started, 2)
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.25)
+        self.stop()
+        raise ServerFailed(
+            f"server not ready after {self.ready_timeout_s:.0f} s; log {self.log_path}:\n{tail(self.log_path)}"
+        )
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=grace_s)
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> "ServerProcess":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

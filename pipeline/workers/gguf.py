@@ -1,0 +1,79 @@
+"""GGUF conversion, quantization and inspection (runs in the llama.cpp env).
+
+Conversion uses convert_hf_to_gguf.py from the llama-cpp-python sdist (its gguf-py on the path,
+since PyPI gguf 0.19 breaks it); quantization uses the llama-quantize built beside it. Inspection
+reads the per-tensor types back, because k-quants silently fall back on widths not divisible by 256.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.workers._io import serve_request
+
+
+def convert(request: dict[str, Any]) -> dict[str, Any]:
+    llama_cpp_src = Path(request["llama_cpp_src"])
+    out = Path(request["out"])
+    env = dict(os.environ, PYTHONPATH=str(llama_cpp_src / "gguf-py"))
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, str(llama_cpp_src / "convert_hf_to_gguf.py"), request["model_dir"],
+         "--outfile", str(out), "--outtype", request["outtype"].lower()],
+        check=True, env=env,
+    )
+    return {"seconds": round(time.monotonic() - started, 2), **inspect(out)}
+
+
+def quantize(request: dict[str, Any]) -> dict[str, Any]:
+    out = Path(request["out"])
+    started = time.monotonic()
+    subprocess.run(
+        [request["llama_quantize"], request["base"], str(out), request["type"], str(request.get("threads", 2))],
+        check=True,
+    )
+    return {"seconds": round(time.monotonic() - started, 2), **inspect(out)}
+
+
+def inspect(path: Path) -> dict[str, Any]:
+    """Per-tensor types and the effective bits per weight actually stored in a GGUF file."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(path)
+    tensors = []
+    n_params = 0
+    n_bytes = 0
+    for tensor in reader.tensors:
+        n_params += int(tensor.n_elements)
+        n_bytes += int(tensor.n_bytes)
+        tensors.append({"name": tensor.name, "type": tensor.tensor_type.name, "shape": [int(d) for d in tensor.shape]})
+    counts = collections.Counter(t["type"] for t in tensors)
+    # Group by role (blk.N.attn_q.weight -> attn_q.weight) so fallbacks read at a glance.
+    by_role: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for t in tensors:
+        by_role[re.sub(r"^blk\.\d+\.", "", t["name"])][t["type"]] += 1
+    return {
+        "file_bytes": path.stat().st_size,
+        "n_params": n_params,
+        "tensor_bytes": n_bytes,
+        "bits_per_weight": round(8 * n_bytes / n_params, 3) if n_params else None,
+        "tensor_type_counts": dict(counts),
+        "tensor_types_by_role": {role: dict(c) for role, c in sorted(by_role.items())},
+        "tensors": tensors,
+    }
+
+
+def handle(request: dict[str, Any]) -> dict[str, Any]:
+    ops = {"convert": convert, "quantize": quantize, "inspect": lambda r: inspect(Path(r["path"]))}
+    return ops[request["op"]](request)
+
+
+if __name__ == "__main__":
+    serve_request(handle)

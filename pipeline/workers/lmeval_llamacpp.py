@@ -1,0 +1,214 @@
+"""lm-eval on a GGUF variant with loglikelihoods scored in-process (runs in the llama.cpp env).
+
+Neither llama.cpp server returns correct prompt logprobs (llama-cpp-python's `echo` is shifted by one
+position, llama-server ignores `echo`), so loglikelihoods come from `llama_cpp.Llama(logits_all=True)`
+over the same file and kernels, and generation goes to the running llama-server. Before any number
+counts, an alignment probe checks the scorer against the server: tokens the server generated greedily
+must be the scorer's top-1 at the same positions, with matching logprobs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.workers._io import serve_request
+
+PROBE_PROMPT = "The capital of France is Paris. The capital of Germany is Berlin. The capital of Italy is"
+
+
+def check_alignment(
+    server_tokens: list[dict[str, Any]], scorer_rows: list[dict[str, Any]],
+    confident_margin: float = 0.5, median_tolerance: float = 0.1, max_tolerance: float = 1.0,
+) -> dict[str, Any]:
+    """Compare greedy server tokens with the scorer's distribution at the same positions.
+
+    The server decodes one token at a time and the scorer a whole batch, so their kernels differ
+    and low-bit types show up to ~0.3 nats of noise, flipping near-ties (seen on Q2_K). A scorer
+    reading the wrong position is off by nats and confidently prefers other tokens. So: no
+    greedy token may lose to a scorer top-1 that leads by `confident_margin` or more, and the
+    median / max |Δ logprob| must stay within `median_tolerance` / `max_tolerance` nats.
+
+    Args:
+        server_tokens: per generated token, {"id", "logprob"} as the server reported it.
+        scorer_rows: per generated token, {"top1_id", "top1_logprob", "top2_logprob", "token_logprob"}
+            from the scorer at the position that predicts that token.
+
+    Returns:
+        {"passed", "n", "median_abs_diff", "max_abs_diff", "confident_mismatches", "near_tie_flips", "reason"}.
+    """
+    if not server_tokens or len(server_tokens) != len(scorer_rows):
+        return {"passed": False, "n": len(server_tokens), "median_abs_diff": None, "max_abs_diff": None,
+                "confident_mismatches": None, "near_tie_flips": None,
+                "reason": f"probe got {len(server_tokens)} server tokens and {len(scorer_rows)} scorer rows"}
+    diffs = sorted(abs(s["logprob"] - r["token_logprob"]) for s, r in zip(server_tokens, scorer_rows))
+    lead = [r["top1_logprob"] - r["token_logprob"] for r in scorer_rows]  # 0 where the scorer agrees
+    confident = sum(1 for s, r, d in zip(server_tokens, scorer_rows, lead) if s["id"] != r["top1_id"] and d >= confident_margin)
+    flips = sum(1 for s, r in zip(server_tokens, scorer_rows) if s["id"] != r["top1_id"])
+    median = diffs[len(diffs) // 2]
+    finite = all(math.isfinite(d) for d in diffs)
+    passed = finite and confident == 0 and median <= median_tolerance and diffs[-1] <= max_tolerance
+    reason = "" if passed else (
+        f"scorer disagrees with the served model: {confident} of {len(diffs)} greedy tokens lose to a scorer"
+        f" top-1 leading by ≥ {confident_margin} nats; |Δ logprob| median {median:.3f} (≤ {median_tolerance}),"
+        f" max {diffs[-1]:.3f} (≤ {max_tolerance}) nats"
+    )
+    return {"passed": passed, "n": len(diffs), "median_abs_diff": round(median, 5), "max_abs_diff": round(diffs[-1], 5),
+            "confident_mismatches": confident, "near_tie_flips": flips, "reason": reason}
+
+
+class InProcessScorer:
+    """Prompt logprobs from llama.cpp's full logits, computed where they belong: P(t_i | t_<i)."""
+
+    def __init__(self, model_path: str, n_ctx: int, threads: int):
+        import llama_cpp
+
+        self.llm = llama_cpp.Llama(model_path=model_path, logits_all=True, n_ctx=n_ctx, n_batch=min(n_ctx, 512),
+                                   n_threads=threads, n_threads_batch=threads, verbose=False)
+        self.n_ctx = n_ctx
+        self.add_bos = bool(self.llm._model.add_bos_token()) if hasattr(self.llm._model, "add_bos_token") else False
+        self.bos = self.llm.token_bos()
+        self.eos = self.llm.token_eos()
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode(), add_bos=False, special=False)
+
+    def logprob_rows(self, tokens: list[int]):
+        """Log-softmax over the vocabulary at every position of `tokens` (row i predicts token i+1)."""
+        import numpy as np
+
+        self.llm.reset()
+        self.llm.eval(tokens)
+        logits = np.asarray(self.llm.scores[: len(tokens)], dtype=np.float64)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+    def continuation_logprob(self, context: list[int], continuation: list[int]) -> tuple[float, bool]:
+        tokens = context + continuation
+        if len(tokens) > self.n_ctx:  # keep the end: the continuation and the context nearest to it
+            tokens = tokens[-self.n_ctx:]
+        rows = self.logprob_rows(tokens)
+        start = len(tokens) - len(continuation)
+        total, greedy = 0.0, True
+        for j, token in enumerate(continuation):
+            row = rows[start + j - 1]
+            total += float(row[token])
+            greedy = greedy and int(row.argmax()) == token
+        return total, greedy
+
+
+def probe(scorer: InProcessScorer, base_url: str, api_key: str, n_predict: int = 12) -> dict[str, Any]:
+    import httpx
+
+    prompt = ([scorer.bos] if scorer.add_bos else []) + scorer.tokenize(PROBE_PROMPT)
+    response = httpx.post(
+        f"{base_url}/completion",
+        headers={"Authorization": f"Bearer {api_key}"},
+        json={"prompt": prompt, "n_predict": n_predict, "temperature": 0, "top_k": 1, "n_probs": 2,
+              "cache_prompt": False, "ignore_eos": True},
+        timeout=120,
+    )
+    response.raise_for_status()
+    generated = [{"id": int(p["id"]), "logprob": float(p["logprob"])}
+                 for p in response.json()["completion_probabilities"]]
+    rows = scorer.logprob_rows(prompt + [g["id"] for g in generated])
+    scorer_rows = []
+    for j, g in enumerate(generated):
+        row = rows[len(prompt) + j - 1]
+        top = row.argsort()[::-1][:2]
+        scorer_rows.append({"top1_id": int(top[0]), "top1_logprob": float(row[top[0]]),
+                            "top2_logprob": float(row[top[1]]), "token_logprob": float(row[g["id"]])})
+    verdict = check_alignment(generated, scorer_rows)
+    return {**verdict, "server_tokens": generated, "scorer_rows": scorer_rows}
+
+
+def make_lm(scorer: InProcessScorer, base_url: str, api_key: str):
+    import httpx
+    from lm_eval.api.model import TemplateLM
+    from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+    class LlamaCppInProcessLM(TemplateLM):
+        """lm-eval's three calls: loglikelihoods in-process, generation through llama-server."""
+
+        def __init__(self):
+            super().__init__()
+
+        @property
+        def eot_token_id(self) -> int:
+            return scorer.eos
+
+        @property
+        def prefix_token_id(self) -> int:
+            return scorer.bos if scorer.add_bos else scorer.eos
+
+        def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+            return scorer.tokenize(string)
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
+            bos = [scorer.bos] if scorer.add_bos else []
+            return [scorer.continuation_logprob(bos + context, continuation)
+                    for _, context, continuation in requests]
+
+        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+            out = []
+            for (text,) in [r.args for r in requests]:
+                windows = map(make_disjoint_window, get_rolling_token_windows(
+                    token_list=self.tok_encode(text), prefix_token=self.prefix_token_id,
+                    max_seq_len=scorer.n_ctx, context_len=1))
+                out.append(sum(scorer.continuation_logprob(list(ctx), list(cont))[0] for ctx, cont in windows))
+            return out
+
+        def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+            out = []
+            with httpx.Client(headers={"Authorization": f"Bearer {api_key}"}, timeout=300) as client:
+                for context, gen_kwargs in [r.args for r in requests]:
+                    until = gen_kwargs.get("until") or []
+                    body = {"prompt": context, "n_predict": int(gen_kwargs.get("max_gen_toks", 256)),
+                            "temperature": 0, "top_k": 1, "stop": until if isinstance(until, list) else [until]}
+                    response = client.post(f"{base_url}/completion", json=body)
+                    response.raise_for_status()
+                    out.append(response.json()["content"])
+            return out
+
+    return LlamaCppInProcessLM()
+
+
+def evaluate(request: dict[str, Any]) -> dict[str, Any]:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    started = time.monotonic()
+    out = Path(request["out"])
+    scorer = InProcessScorer(request["model_path"], n_ctx=request["n_ctx"], threads=request["threads"])
+    alignment = probe(scorer, request["base_url"], request["api_key"])
+    (out / "alignment_probe.json").write_text(json.dumps(alignment, indent=2))
+    if not alignment["passed"]:
+        # A misaligned scorer must never produce a number: report the failure instead.
+        return {"alignment": {k: v for k, v in alignment.items() if k not in ("server_tokens", "scorer_rows")},
+                "tasks": {}, "seconds": round(time.monotonic() - started, 2)}
+    lm = make_lm(scorer, request["base_url"], request["api_key"])
+    results = simple_evaluate(
+        model=lm, tasks=request["tasks"], task_manager=TaskManager(include_path=request["include_path"]),
+        limit=request.get("limit"), log_samples=True, bootstrap_iters=0,
+    )
+    tasks: dict[str, Any] = {}
+    for task in request["tasks"]:
+        metrics = results["results"][task]
+        samples = sorted(results["samples"][task], key=lambda s: s["doc_id"])
+        with open(out / f"samples_{task}.jsonl", "w") as handle:
+            for sample in samples:
+                handle.write(json.dumps({"doc_id": sample["doc_id"], "target": sample["target"],
+                                         "correct": int(sample["acc"]),
+                                         "loglikelihoods": [float(r[0]) for r in sample["filtered_resps"]]}) + "\n")
+        tasks[task] = {"acc": float(metrics["acc,none"]), "n": len(samples),
+                       "samples_file": f"samples_{task}.jsonl"}
+    return {"alignment": {k: v for k, v in alignment.items() if k not in ("server_tokens", "scorer_rows")},
+            "tasks": tasks, "lm_eval_version": results.get("lm_eval_version"),
+            "seconds": round(time.monotonic() - started, 2)}
+
+
+if __name__ == "__main__":
+    serve_request(evaluate)

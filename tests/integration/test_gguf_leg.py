@@ -1,0 +1,204 @@
+"""The real GGUF leg end to end on a tiny model: convert, quantize, serve, eval, bench, record, promote.
+
+One pipeline run per module (then one cached re-run); the tests read what it left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.settings import REPO_ROOT
+from tests.integration.conftest import quantgate
+
+pytestmark = pytest.mark.integration
+
+VARIANTS = [("f16", "F16"), ("q8_0", "Q8_0"), ("q4_k_m", "Q4_K_M")]
+EVAL_LIMIT = 40
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory, tiny_model) -> Path:
+    folder = tmp_path_factory.mktemp("recipe")
+    data = {
+        "name": "tiny-test",
+        "model": {"kind": "local", "path": str(tiny_model)},
+        "variants": [{"name": n, "kind": "gguf", "type": t, "reference": n == "f16"} for n, t in VARIANTS],
+        "engines": {"llamacpp": {"threads": 1, "parallel": 2, "ctx_per_slot": 256}},
+        "evals": {"tasks": ["agreement"], "limit": EVAL_LIMIT},
+        "bench": {"requests": 6, "concurrency": 2, "prompt_tokens": 32, "output_tokens": 12, "warmup_requests": 1},
+        "slo": {"ttft_p95_ms": 20000},
+        "gates": {"max_accuracy_drop": 0.05},
+        "hardware": {"name": "ci", "usd_per_hour": 0.1},
+        "tracking": {"experiment": "quantgate-test", "registered_model": "tiny-test"},
+    }
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.fixture(scope="module")
+def first_run(recipe, artifacts) -> subprocess.CompletedProcess:
+    return quantgate("run", str(recipe), artifacts=artifacts)
+
+
+@pytest.fixture(scope="module")
+def report(first_run, artifacts) -> dict:
+    reports = sorted((artifacts / "reports").glob("*.json"))
+    assert len(reports) == 1
+    return json.loads(reports[0].read_text())
+
+
+def _row(report: dict, name: str) -> dict:
+    return next(r for r in report["rows"] if r["variant"] == name)
+
+
+def _manifest(artifacts: Path, report: dict, name: str) -> dict:
+    return json.loads((artifacts / "variants" / _row(report, name)["artifact_key"] / "manifest.json").read_text())
+
+
+def test_run_prints_summary_and_decision(first_run, report):
+    out = first_run.stdout
+    for name, _ in VARIANTS:
+        assert name in out
+    assert "decision:" in out
+    assert report["winner"] in {name for name, _ in VARIANTS}
+    winner = _row(report, report["winner"])
+    assert winner["passed"] and winner["promoted"]
+    passing = [r for r in report["rows"] if r["passed"]]
+    assert winner["usd_per_1m_tokens"] == min(r["usd_per_1m_tokens"] for r in passing)
+
+
+def test_manifests_describe_what_the_files_hold(artifacts, report):
+    import hashlib
+
+    bits = {}
+    for name, gguf_type in VARIANTS:
+        manifest = _manifest(artifacts, report, name)
+        model = artifacts / "variants" / manifest["key"] / "model.gguf"
+        assert manifest["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+        assert manifest["file_bytes"] == model.stat().st_size
+        assert manifest["quantization"] == {"kind": "gguf", "type": gguf_type}
+        assert manifest["tool_versions"]["llama-cpp-python"]
+        assert sum(manifest["tensor_type_counts"].values()) == len(manifest["tensors"]) > 0
+        bits[name] = manifest["bits_per_weight"]
+    assert 15.9 < bits["f16"] < 16.3
+    assert 8.4 < bits["q8_0"] < 9.0
+    assert bits["q4_k_m"] < bits["q8_0"] < bits["f16"]
+    # Widths here are multiples of 256, so Q4_K_M really holds k-quant tensors (on the demo model
+    # most fall back to legacy types; the manifest must tell, not the type's name).
+    assert "Q4_K" in _manifest(artifacts, report, "q4_k_m")["tensor_type_counts"]
+
+
+def test_evals_are_per_sample_and_probe_checked(artifacts, report):
+    for name, _ in VARIANTS:
+        row = _row(report, name)
+        acc = row["accuracy"]["agreement"]
+        assert 0.0 <= acc <= 1.0
+        evals_dirs = [p for p in (artifacts / "evals").iterdir() if (p / "result.json").is_file()]
+        results = [json.loads((p / "result.json").read_text()) for p in evals_dirs]
+        assert len(results) == len(VARIANTS)
+    for folder in (p for p in (artifacts / "evals").iterdir() if p.is_dir() and not p.name.startswith(".")):
+        result = json.loads((folder / "result.json").read_text())
+        assert result["alignment"]["passed"] is True
+        samples = (folder / result["tasks"]["agreement"]["samples_file"]).read_text().splitlines()
+        assert len(samples) == EVAL_LIMIT
+        correct = [json.loads(line)["correct"] for line in samples]
+        assert abs(sum(correct) / EVAL_LIMIT - result["tasks"]["agreement"]["acc"]) < 1e-9
+        assert (folder / "server.log").is_file()
+    ref = _row(report, "f16")
+    assert ref["delta"]["agreement"] == 0.0
+
+
+def test_bench_measured_latency_and_throughput(report):
+    for name, _ in VARIANTS:
+        bench = _row(report, name)["bench"]
+        assert bench["errors"] == 0 and bench["requests"] == 6
+        assert bench["mean_output_tokens"] == 12  # ignore_eos: every request produced the full length
+        assert 0 < bench["ttft_ms"]["p50"] <= bench["ttft_ms"]["p95"] <= bench["ttft_ms"]["p99"]
+        assert 0 < bench["itl_ms"]["p50"] and 0 < bench["e2e_ms"]["p95"]
+        assert bench["output_tokens_per_s"] > 0
+
+
+def test_mlflow_holds_parent_children_and_champion(artifacts, report):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{artifacts / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("quantgate-test")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == len(VARIANTS)
+    child = next(r for r in children if r.info.run_name == "q8_0")
+    assert child.data.params["type"] == "Q8_0"
+    assert "agreement.acc" in child.data.metrics and "ttft_p95_ms" in child.data.metrics
+    assert child.data.tags["verdict"] in {"pass", "fail"}
+    artifact_paths = {f.path for f in client.list_artifacts(child.info.run_id)}
+    assert {"artifact", "evals", "bench"} <= artifact_paths
+    version = client.get_model_version_by_alias("tiny-test", "champion")
+    assert version.tags["variant"] == report["winner"]
+    assert version.tags["sha256"] == _manifest(artifacts, report, report["winner"])["sha256"]
+    assert parents[0].data.tags["winner"] == report["winner"]
+
+
+def test_second_run_redoes_nothing(first_run, recipe, artifacts, report):
+    def entries() -> set[str]:
+        return {str(p.relative_to(artifacts)) for stage in ("variants", "evals", "bench", "gguf-base")
+                for p in (artifacts / stage).iterdir() if not p.name.startswith(".")}
+
+    before = entries()
+    plan = quantgate("plan", str(recipe), artifacts=artifacts)
+    assert "0 of 3 variants have work left" in plan.stdout
+    again = quantgate("run", str(recipe), artifacts=artifacts)
+    assert entries() == before
+    assert again.stdout.count("quantize cached") == len(VARIANTS)
+    assert "starting llamacpp server" not in again.stdout  # no measurement was redone
+    assert "already holds this artifact" in again.stdout  # champion unchanged, no new version
+
+
+def test_alignment_probe_catches_a_shifted_scorer(llamacpp, artifacts, report):
+    """The real scorer passes against the live server; one reading logits a position late fails."""
+    from pipeline.engines.llamacpp import LlamaServerEngine
+    from pipeline.quantize import Artifact
+    from pipeline.recipe import LlamaCppEngineConfig
+
+    manifest = _manifest(artifacts, report, "q8_0")
+    folder = artifacts / "variants" / manifest["key"]
+    artifact = Artifact("q8_0", manifest["key"], folder, folder / "model.gguf", manifest, cached=True)
+    with LlamaServerEngine(artifact, LlamaCppEngineConfig(parallel=1, ctx_per_slot=256), llamacpp,
+                           artifacts / "probe-server.log") as engine:
+        proc = subprocess.run(
+            [str(llamacpp.python), "-m", "tests.integration.probe_check", str(artifact.model_path),
+             engine.base_url, engine.api_key],
+            env=llamacpp.environ(), cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        )
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["real"]["passed"], result["real"]
+    assert not result["shifted"]["passed"], result["shifted"]
+
+
+def test_converted_tokenizer_matches_the_original_gguf(llamacpp, artifacts, report, demo_gguf):
+    """The materialised tokenizer round-trips: same ids as the GGUF it came from (it once did not)."""
+    converted = artifacts / "variants" / _row(report, "f16")["artifact_key"] / "model.gguf"
+    script = (
+        "import llama_cpp, sys, json\n"
+        "texts = ['Hello world, the capital of France is 12345 Paris!', ' tabs\\tand\\nnewlines ünïcödé 😀']\n"
+        "out = []\n"
+        "for path in sys.argv[1:3]:\n"
+        "    llm = llama_cpp.Llama(path, vocab_only=True, verbose=False)\n"
+        "    out.append([llm.tokenize(t.encode(), add_bos=False, special=True) for t in texts])\n"
+        "print(json.dumps(out))\n"
+    )
+    proc = subprocess.run([str(llamacpp.python), "-c", script, str(converted), str(demo_gguf)],
+                          env=llamacpp.environ(), capture_output=True, text=True, check=True)
+    ours, original = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert ours == original

@@ -131,14 +131,19 @@ def print_summary(outcome) -> None:
     table.add_column("MB", justify="right")
     for task in recipe.evals.tasks:
         table.add_column(f"{task} acc", justify="right")
-        table.add_column("Δ vs ref", justify="right")
-    for column in ("p95 TTFT ms", "p95 ITL ms", "tok/s", "$/1M tok", "verdict"):
+        table.add_column("Δ (bound)", justify="right")
+    for column in ("KLD", "flips", "p95 TTFT ms", "p95 ITL ms", "tok/s", "$/1M tok", "verdict"):
         table.add_column(column, justify="right")
     for name, row in report_rows.items():
         bench = row["bench"] or {}
         cells = [name + (" (ref)" if row["reference"] else ""), _fmt(row["bits_per_weight"], 2), _fmt(row["file_mb"], 0)]
         for task in recipe.evals.tasks:
-            cells += [_fmt(row["accuracy"].get(task), 3), _fmt(row["delta"].get(task), 3, signed=True)]
+            bound = row["delta_upper"].get(task)
+            delta = _fmt(row["delta"].get(task), 3, signed=True)
+            cells += [_fmt(row["accuracy"].get(task), 3),
+                      delta + (f" ({_fmt(-bound, 3, signed=True)})" if bound is not None else "")]
+        div = row["divergence"] or {}
+        cells += [_fmt(div.get("kld_mean"), 4), _fmt(div.get("flip_rate"), 3)]
         cells += [_fmt((bench.get("ttft_ms") or {}).get("p95"), 0), _fmt((bench.get("itl_ms") or {}).get("p95"), 0),
                   _fmt(bench.get("output_tokens_per_s"), 1), _fmt(row["usd_per_1m_tokens"], 3),
                   "[bold green]PROMOTED[/]" if row["promoted"] else ("[green]pass[/]" if row["passed"] else "[red]fail[/]")]

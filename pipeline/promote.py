@@ -1,7 +1,10 @@
 """Promotion rule: gate every variant on quality and SLO, then pick the cheapest that passes.
 
-Every check is computed and reported before the decision; a missing or non-finite measurement
-fails its check (fail closed), so a broken measurement can never promote a variant.
+Quality is judged item by item against the reference on the same engine: a task passes only when
+the one-sided upper confidence bound of its accuracy drop is within tolerance (a point delta within
+tolerance whose bound is not is "not enough evidence" and fails), and the next-token divergence
+(KL, top-1 flips) is within its limits. Every check is computed and reported before the decision; a
+missing, partial or non-finite measurement fails its check (fail closed).
 """
 
 from __future__ import annotations
@@ -11,7 +14,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline.cost import usd_per_million_tokens
+from pipeline.measure.stats import PairedComparison, paired_bootstrap_drop
 from pipeline.recipe import SLO, Gates, Hardware
+
+# Serving the reference against itself must show no divergence: anything above this is noise the
+# measurement adds, and no delta measured with it can be trusted.
+SELF_CHECK_KLD = 1e-6
 
 
 @dataclass(frozen=True)
@@ -30,11 +38,13 @@ class VariantEvidence:
     name: str
     engine: str
     is_reference: bool
-    accuracy: dict[str, float | None]  # task -> accuracy (None: not measured)
+    correct: dict[str, list[int]]  # task -> per-item 0/1 in doc order (missing task: not measured)
     alignment_passed: bool | None
     eval_error: str | None
     bench: dict[str, Any] | None  # BenchResult.to_json(), None if not measured
     bench_error: str | None = None
+    divergence: dict[str, Any] | None = None  # vs the engine's reference; None if not measured
+    divergence_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,7 @@ class Verdict:
     passed: bool
     checks: list[Check]
     usd_per_1m_tokens: float | None
+    comparisons: dict[str, PairedComparison] = field(default_factory=dict)
     promoted: bool = False
 
     @property
@@ -58,34 +69,86 @@ class Decision:
     winner: str | None
     verdicts: list[Verdict]
     reason: str
-    tasks: list[str] = field(default_factory=list)
+
+    def verdict(self, name: str) -> Verdict:
+        return next(v for v in self.verdicts if v.variant == name)
 
     def to_json(self) -> dict[str, Any]:
         return {"winner": self.winner, "reason": self.reason, "verdicts": [v.to_json() for v in self.verdicts]}
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def quality_checks(variant: VariantEvidence, reference: VariantEvidence, tasks: list[str], gates: Gates) -> list[Check]:
-    checks: list[Check] = []
-    if variant.eval_error or not variant.alignment_passed:
-        why = variant.eval_error or "scorer failed its alignment probe; no score counts"
-        return [Check("eval", False, None, None, f"eval failed: {why}")]
-    if reference.eval_error or not reference.alignment_passed:
-        return [Check("reference", False, None, None, f"reference {reference.name} failed its eval: nothing to compare with")]
+def _usable(evidence: VariantEvidence) -> str | None:
+    """Why this variant's evals cannot be used, or None."""
+    if evidence.eval_error:
+        return evidence.eval_error
+    if not evidence.alignment_passed:
+        return "scorer failed its alignment probe; no score counts"
+    return None
+
+
+def task_checks(variant: VariantEvidence, reference: VariantEvidence, tasks: list[str],
+                gates: Gates) -> tuple[list[Check], dict[str, PairedComparison]]:
+    if why := _usable(variant):
+        return [Check("eval", False, None, None, f"eval failed: {why}")], {}
+    if why := _usable(reference):
+        return [Check("reference", False, None, None,
+                      f"reference {reference.name} failed its eval ({why}): nothing to compare with")], {}
+    checks, comparisons = [], {}
     for task in tasks:
-        acc, ref = variant.accuracy.get(task), reference.accuracy.get(task)
-        if not (_finite(acc) and _finite(ref)):
-            checks.append(Check(f"{task}.drop", False, None, gates.max_accuracy_drop, f"{task}: accuracy missing or not finite"))
+        tolerance = gates.tolerance(task)
+        ours, theirs = variant.correct.get(task), reference.correct.get(task)
+        if not ours or not theirs or len(ours) != len(theirs):
+            checks.append(Check(f"{task}.drop", False, None, tolerance,
+                                f"{task}: per-item results missing or partial ({len(ours or [])} vs"
+                                f" {len(theirs or [])} reference items)"))
             continue
-        drop = ref - acc  # type: ignore[operator]
-        ok = drop <= gates.max_accuracy_drop + 1e-12
-        checks.append(Check(
-            f"{task}.drop", ok, round(drop, 4), gates.max_accuracy_drop,
-            f"{task}: accuracy {acc:.3f} vs reference {ref:.3f} (drop {drop:+.3f}, allowed {gates.max_accuracy_drop:.3f})",
-        ))
+        if any(x not in (0, 1) or isinstance(x, float) and not math.isfinite(x) for x in (*ours, *theirs)):
+            checks.append(Check(f"{task}.drop", False, None, tolerance,
+                                f"{task}: per-item results hold values other than 0/1: not comparable"))
+            continue
+        c = paired_bootstrap_drop(theirs, ours, gates.confidence, gates.bootstrap_iters)
+        comparisons[task] = c
+        flips = f"{c.right_to_wrong} right→wrong, {c.wrong_to_right} wrong→right of {c.n}"
+        bound = f"{c.confidence:.0%} upper bound {c.drop_upper:+.3f}"
+        if c.drop > tolerance:
+            checks.append(Check(f"{task}.drop", False, round(c.drop, 4), tolerance,
+                                f"{task}: accuracy drop {c.drop:+.3f} exceeds {tolerance:.3f} ({bound}; {flips})"))
+        elif c.drop_upper > tolerance:
+            checks.append(Check(f"{task}.drop_upper", False, round(c.drop_upper, 4), tolerance,
+                                f"{task}: not enough evidence: drop {c.drop:+.3f} is within {tolerance:.3f} but its"
+                                f" {bound} is not ({flips})"))
+        else:
+            checks.append(Check(f"{task}.drop_upper", True, round(c.drop_upper, 4), tolerance,
+                                f"{task}: drop {c.drop:+.3f}, {bound} within {tolerance:.3f} ({flips})"))
+    return checks, comparisons
+
+
+def divergence_checks(variant: VariantEvidence, reference: VariantEvidence, gates: Gates) -> list[Check]:
+    if gates.max_kld is None and gates.max_flip_rate is None:
+        return []
+    ref_div = reference.divergence
+    if ref_div is None or not _finite(ref_div.get("kld_mean")) or ref_div["kld_mean"] > SELF_CHECK_KLD:
+        shown = (ref_div or {}).get("kld_mean", reference.divergence_error or "missing")
+        return [Check("divergence.self_check", False, None, SELF_CHECK_KLD,
+                      f"reference {reference.name} against itself must show KL 0 (got {shown}):"
+                      " the divergence measurement is not trustworthy")]
+    div = variant.divergence
+    if div is None:
+        return [Check("divergence", False, None, None,
+                      f"divergence missing: {variant.divergence_error or 'not measured'}")]
+    checks = []
+    for name, key, limit in (("kld_mean", "kld_mean", gates.max_kld), ("flip_rate", "flip_rate", gates.max_flip_rate)):
+        if limit is None:
+            continue
+        value = div.get(key)
+        ok = _finite(value) and value <= limit
+        shown = f"{value:.4f}" if _finite(value) else "missing"
+        checks.append(Check(name, ok, value if _finite(value) else None, limit,
+                            f"{name.replace('_', ' ')} {shown} on the divergence text (limit {limit})"))
     return checks
 
 
@@ -104,7 +167,8 @@ def slo_checks(variant: VariantEvidence, slo: SLO) -> list[Check]:
         value = (bench.get(metric) or {}).get("p95")
         ok = _finite(value) and value <= limit
         shown = f"{value:.0f} ms" if _finite(value) else "missing"
-        checks.append(Check(name, ok, value if _finite(value) else None, limit, f"{name.replace('_ms', '')} {shown} (SLO {limit:.0f} ms)"))
+        checks.append(Check(name, ok, value if _finite(value) else None, limit,
+                            f"{name.replace('_ms', '')} {shown} (SLO {limit:.0f} ms)"))
     return checks
 
 
@@ -114,20 +178,25 @@ def decide(evidence: list[VariantEvidence], tasks: list[str], gates: Gates, slo:
     verdicts = []
     for variant in evidence:
         reference = references.get(variant.engine)
-        checks = (quality_checks(variant, reference, tasks, gates) if reference
-                  else [Check("reference", False, None, None, f"no reference measured on engine {variant.engine}")])
+        comparisons: dict[str, PairedComparison] = {}
+        if reference is None:
+            checks = [Check("reference", False, None, None, f"no reference measured on engine {variant.engine}")]
+        else:
+            checks, comparisons = task_checks(variant, reference, tasks, gates)
+            checks += divergence_checks(variant, reference, gates)
         checks += slo_checks(variant, slo)
         tps = (variant.bench or {}).get("output_tokens_per_s")
         cost = usd_per_million_tokens(hardware.usd_per_hour, tps) if _finite(tps) else math.inf
         if not math.isfinite(cost):
             checks.append(Check("cost", False, None, None, "no throughput measured: cost unknown"))
         verdicts.append(Verdict(variant.name, all(c.passed for c in checks), checks,
-                                round(cost, 4) if math.isfinite(cost) else None))
+                                round(cost, 4) if math.isfinite(cost) else None, comparisons))
     passing = [v for v in verdicts if v.passed]
     if not passing:
-        return Decision(None, verdicts, "no variant passed every gate; nothing promoted", tasks)
+        return Decision(None, verdicts, "no variant passed every gate; nothing promoted")
     winner = min(passing, key=lambda v: (v.usd_per_1m_tokens, v.variant))
-    verdicts = [Verdict(v.variant, v.passed, v.checks, v.usd_per_1m_tokens, promoted=v is winner) for v in verdicts]
+    verdicts = [Verdict(v.variant, v.passed, v.checks, v.usd_per_1m_tokens, v.comparisons, promoted=v is winner)
+                for v in verdicts]
     reason = (f"{winner.variant} is the cheapest of {len(passing)} passing variant(s)"
               f" at ${winner.usd_per_1m_tokens:.4f} per 1M output tokens")
-    return Decision(winner.variant, verdicts, reason, tasks)
+    return Decision(winner.variant, verdicts, reason)

@@ -10,6 +10,7 @@ import difflib
 import hashlib
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -105,6 +106,9 @@ class LlamaCppEngineConfig(Strict):
 
     threads: int = Field(1, ge=1)
     parallel: int = Field(4, ge=1, description="concurrent slots (continuous batching)")
+    scorer_threads: int | None = Field(
+        None, ge=1, description="threads of the in-process scorer (evals, divergence); None: all cores"
+    )
     ctx_per_slot: int = Field(1024, ge=128)
     ready_timeout_s: float = Field(120, gt=0)
 
@@ -147,8 +151,37 @@ class SLO(Strict):
     max_error_rate: float = Field(0.0, ge=0, le=1)
 
 
+class DivergenceConfig(Strict):
+    """Next-token divergence of each variant vs its engine's reference over a fixed text.
+
+    The default text is the standard library's difflib.py: on every machine, not written for this.
+    """
+
+    text: str = Field("stdlib:difflib", description="'stdlib:<module>' or a path to a UTF-8 text file")
+    windows: int = Field(8, ge=1)
+    window_tokens: int = Field(512, ge=16)
+
+    @field_validator("text")
+    @classmethod
+    def _text_source(cls, value: str) -> str:
+        if value.startswith("stdlib:"):
+            if not re.fullmatch(r"stdlib:[a-z_][a-z0-9_.]*", value):
+                raise ValueError(f"{value!r} is not 'stdlib:<module>' (e.g. stdlib:difflib)")
+        return value
+
+
 class Gates(Strict):
+    """The quality bar. Accuracy drops are judged by their one-sided paired-bootstrap upper bound."""
+
     max_accuracy_drop: float = Field(0.02, ge=0, le=1, description="absolute, per task, vs reference")
+    task_tolerances: dict[str, float] = Field(default_factory=dict, description="per-task overrides")
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    bootstrap_iters: int = Field(10_000, ge=100)
+    max_kld: float | None = Field(None, ge=0, description="mean KL(reference || variant), nats/token")
+    max_flip_rate: float | None = Field(None, ge=0, le=1, description="top-1 disagreement rate")
+
+    def tolerance(self, task: str) -> float:
+        return self.task_tolerances.get(task, self.max_accuracy_drop)
 
 
 class Hardware(Strict):
@@ -170,6 +203,7 @@ class Recipe(Strict):
     engines: EnginesConfig = EnginesConfig()
     evals: EvalsConfig
     bench: BenchConfig = BenchConfig()
+    divergence: DivergenceConfig = DivergenceConfig()
     slo: SLO = SLO()
     gates: Gates = Gates()
     hardware: Hardware
@@ -192,6 +226,9 @@ class Recipe(Strict):
                     f"variants[{i}].engine: {variant.engine!r} cannot serve {variant.format} variants"
                     f" (engines that can: {', '.join(engines_for_format)})"
                 )
+        for task in self.gates.task_tolerances:
+            if task not in self.evals.tasks:
+                raise ValueError(f"gates.task_tolerances: {task!r} is not one of evals.tasks ({', '.join(self.evals.tasks)})")
         for engine in sorted({v.engine for v in self.variants}):
             refs = [v.name for v in self.variants if v.engine == engine and v.reference]
             if len(refs) != 1:
@@ -212,6 +249,9 @@ class Recipe(Strict):
 # --- loading -------------------------------------------------------------------------------
 
 
+_KIND_TAGS = ("hf", "local", "gguf", "package_file")
+
+
 def available_evalsets() -> list[str]:
     if not EVALSETS_DIR.is_dir():
         return []
@@ -229,7 +269,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("hf", "local", "gguf", "package_file") and out.endswith(("model", "]")):
+        elif part in _KIND_TAGS and out.endswith(("model", "]")):
             continue  # the discriminator tag pydantic inserts; the user did not write it
         else:
             out += f".{part}" if out else str(part)
@@ -246,7 +286,9 @@ def _describe(err: dict[str, Any], data: Any) -> str:
         hint = f" Did you mean {close[0]!r}?" if close else ""
         return f"{loc}: unknown key.{hint} Allowed keys: {', '.join(allowed)}"
     if kind == "union_tag_invalid":
-        return f"{loc}: {err['msg']}"
+        ctx = err.get("ctx", {})
+        allowed = [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",") if t.strip()]
+        return f"{loc}.kind: {_unknown('kind', ctx.get('tag'), allowed)}"
     if kind == "missing":
         return f"{loc}: required field is missing"
     msg = err["msg"].removeprefix("Value error, ")
@@ -261,8 +303,10 @@ def _allowed_keys(loc: tuple[Any, ...], data: Any) -> list[str]:
     model: Any = Recipe
     node = data
     for part in loc:
+        if part in _KIND_TAGS:
+            continue  # the discriminator tag pydantic inserts into the location, not a key in the data
         node = node[part] if isinstance(node, (dict, list)) else None
-        if isinstance(part, int) or part in ("hf", "local", "gguf", "package_file"):
+        if isinstance(part, int):
             continue
         field = model.model_fields[part]
         model = _model_for(field.annotation, node)

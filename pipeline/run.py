@@ -60,6 +60,7 @@ def run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[st
     model = source.run(recipe.model, store, env)
 
     outcomes: list[VariantOutcome] = []
+    references: dict[str, Artifact] = {}
     # References first: every other variant's deltas are measured against them.
     for variant in sorted(recipe.variants, key=lambda v: not v.reference):
         label = f"[{variant.name}]"
@@ -72,14 +73,18 @@ def run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[st
             outcome.quantize_error = f"{type(exc).__name__}: {exc}"
             say(f"{label} quantize FAILED: {outcome.quantize_error}")
             continue
+        if variant.reference:
+            references[variant.engine] = outcome.artifact
         manifest = outcome.artifact.manifest
         say(f"{label} quantize {'cached' if outcome.artifact.cached else f'done in {time.monotonic() - t0:.1f} s'}"
             f" ({manifest['file_bytes'] / 1e6:.0f} MB, {manifest['bits_per_weight']} bits/weight)")
-        outcome.measurements = measure.run(recipe, variant.engine, outcome.artifact, store, env,
+        outcome.measurements = measure.run(recipe, variant.engine, outcome.artifact, references.get(variant.engine),
+                                           store, env,
                                            say=lambda msg, label=label: say(f"{label} {msg}"))
         m = outcome.measurements
-        say(f"{label} measure: evals {'FAILED: ' + m.eval_error if m.eval_error else 'ok'},"
-            f" bench {'FAILED: ' + m.bench_error if m.bench_error else 'ok'}")
+        for what, error in (("divergence", m.divergence_error), ("evals", m.eval_error), ("bench", m.bench_error)):
+            if error:
+                say(f"{label} {what} FAILED: {error}")
 
     decision = promote.decide([_evidence(o) for o in outcomes], recipe.evals.tasks, recipe.gates, recipe.slo,
                               recipe.hardware)
@@ -94,7 +99,7 @@ def run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[st
                             {"recipe": str(recipe_path), "recipe_hash": plan.recipe_hash}) as parent_id:
         child_ids = {}
         for outcome in outcomes:
-            verdict = next(v for v in decision.verdicts if v.variant == outcome.name)
+            verdict = decision.verdict(outcome.name)
             child_ids[outcome.name] = tracker.child_run(
                 outcome.name,
                 flat_params(next(v for v in recipe.variants if v.name == outcome.name)),
@@ -123,14 +128,14 @@ def run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[st
 def _evidence(outcome: VariantOutcome) -> promote.VariantEvidence:
     m = outcome.measurements
     if outcome.artifact is None or m is None:
-        why = outcome.quantize_error or "not measured"
-        return promote.VariantEvidence(outcome.name, outcome.engine, outcome.reference, {}, None,
-                                       f"quantize failed: {why}", None, f"quantize failed: {why}")
-    accuracy = {task: score.acc for task, score in m.evals.tasks.items()} if m.evals else {}
+        why = f"quantize failed: {outcome.quantize_error or 'not measured'}"
+        return promote.VariantEvidence(outcome.name, outcome.engine, outcome.reference, {}, None, why, None, why,
+                                       None, why)
+    correct = {task: m.evals.correct(task) for task in m.evals.tasks} if m.evals else {}
     alignment = m.evals.alignment.get("passed") if m.evals else None
-    return promote.VariantEvidence(outcome.name, outcome.engine, outcome.reference, accuracy, alignment,
+    return promote.VariantEvidence(outcome.name, outcome.engine, outcome.reference, correct, alignment,
                                    m.eval_error, m.bench.to_json() if m.bench and not m.bench_error else None,
-                                   m.bench_error)
+                                   m.bench_error, m.divergence, m.divergence_error)
 
 
 def build_report(recipe: Recipe, plan: Plan, outcomes: list[VariantOutcome], decision: promote.Decision) -> dict:
@@ -138,7 +143,7 @@ def build_report(recipe: Recipe, plan: Plan, outcomes: list[VariantOutcome], dec
     rows = []
     refs = {o.engine: o for o in outcomes if o.reference}
     for outcome in outcomes:
-        verdict = next(v for v in decision.verdicts if v.variant == outcome.name)
+        verdict = decision.verdict(outcome.name)
         m = outcome.measurements
         manifest = outcome.artifact.manifest if outcome.artifact else {}
         ref_m = refs[outcome.engine].measurements if outcome.engine in refs else None
@@ -146,7 +151,8 @@ def build_report(recipe: Recipe, plan: Plan, outcomes: list[VariantOutcome], dec
             "variant": outcome.name, "engine": outcome.engine, "reference": outcome.reference,
             "quantization": manifest.get("quantization"), "file_mb": round(manifest["file_bytes"] / 1e6, 1) if manifest else None,
             "bits_per_weight": manifest.get("bits_per_weight"), "artifact_key": manifest.get("key"),
-            "accuracy": {}, "delta": {},
+            "accuracy": {}, "delta": {}, "delta_upper": {}, "flips": {},
+            "divergence": m.divergence if m else None,
             "bench": m.bench.to_json() if m and m.bench else None,
             "usd_per_1m_tokens": verdict.usd_per_1m_tokens, "passed": verdict.passed, "promoted": verdict.promoted,
             "reasons": verdict.reasons,
@@ -156,6 +162,10 @@ def build_report(recipe: Recipe, plan: Plan, outcomes: list[VariantOutcome], dec
             ref = (ref_m.evals.tasks[task].acc if ref_m and ref_m.evals and task in ref_m.evals.tasks else None)
             row["accuracy"][task] = acc
             row["delta"][task] = round(acc - ref, 4) if acc is not None and ref is not None else None
+            if c := verdict.comparisons.get(task):
+                row["delta_upper"][task] = round(c.drop_upper, 4)
+                row["flips"][task] = {"right_to_wrong": c.right_to_wrong, "wrong_to_right": c.wrong_to_right,
+                                      "mcnemar_p": round(c.mcnemar_p, 5)}
         rows.append(row)
     return {"recipe": recipe.name, "recipe_hash": plan.recipe_hash, "winner": decision.winner,
             "decision": decision.reason, "rows": rows}
@@ -169,6 +179,14 @@ def variant_metrics(outcome: VariantOutcome, verdict: promote.Verdict, report: d
             metrics[f"{task}.acc"] = acc
         if row["delta"][task] is not None:
             metrics[f"{task}.delta_vs_reference"] = row["delta"][task]
+        if task in row["delta_upper"]:
+            metrics[f"{task}.drop_upper"] = row["delta_upper"][task]
+            metrics[f"{task}.right_to_wrong"] = row["flips"][task]["right_to_wrong"]
+            metrics[f"{task}.wrong_to_right"] = row["flips"][task]["wrong_to_right"]
+    for name in ("kld_mean", "kld_p99", "flip_rate", "ppl_ratio"):
+        value = (row["divergence"] or {}).get(name)
+        if value is not None:
+            metrics[name] = value
     if row["file_mb"] is not None:
         metrics["size_mb"] = row["file_mb"]
         metrics["bits_per_weight"] = row["bits_per_weight"]

@@ -17,6 +17,7 @@ class Engine(Protocol):
     api_key: str
     served_model: str
     eval_worker: str  # the worker module that runs lm-eval against this engine
+    divergence_worker: str  # the worker module that computes next-token divergence vs the reference
     scorer_threads: int
     ready_seconds: float | None
 

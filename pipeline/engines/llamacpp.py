@@ -4,6 +4,7 @@ llama-cpp-python server, which serializes them behind a global lock.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pipeline.engines import register
@@ -16,6 +17,7 @@ from pipeline.toolenv import ToolEnv, llamacpp_binary
 class LlamaServerEngine:
     name = "llamacpp"
     eval_worker = "pipeline.workers.lmeval_llamacpp"
+    divergence_worker = "pipeline.workers.divergence_llamacpp"
 
     def __init__(self, artifact: Artifact, config: LlamaCppEngineConfig, env: ToolEnv, log_path: Path):
         self.artifact = artifact
@@ -24,7 +26,8 @@ class LlamaServerEngine:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.served_model = artifact.variant
-        self.scorer_threads = config.threads
+        # The scorer runs while the server idles, so it may use every core.
+        self.scorer_threads = config.scorer_threads or os.cpu_count() or 1
         argv = [
             str(llamacpp_binary(env, "llama-server")),
             "--model", str(artifact.model_path),

@@ -79,7 +79,7 @@ class ServerProcess:
                 time.sleep(0.25)
         self.stop()
         raise ServerFailed(
-            f"server not ready after {self.ready_timeout_s:.0f} s; log {self.log_path}:\n{tail(self.log_path)}"
+            f"server not ready after {self.ready_timeout_s:g} s; log {self.log_path}:\n{tail(self.log_path)}"
         )
 
     def stop(self, grace_s: float = 10.0) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from pipeline.artifacts import RESULT_FILE, Store, content_key, write_json
 from pipeline.engines import engine_for
 from pipeline.engines.server import ServerFailed
-from pipeline.measure import bench, evals
+from pipeline.measure import bench, divergence, evals
 from pipeline.quantize import Artifact
 from pipeline.recipe import Recipe
 from pipeline.toolenv import ToolEnv, ToolFailed
@@ -35,18 +35,51 @@ class Measurements:
     eval_error: str | None
     bench_error: str | None
     server_log: Path | None
+    divergence: dict[str, Any] | None = None
+    divergence_error: str | None = None
 
 
 def keys(recipe: Recipe, variant_engine: str, artifact_key: str) -> tuple[str, str]:
-    engine_config = getattr(recipe.engines, variant_engine).model_dump()
+    # Only what changes serving belongs in the bench key (the scorer's threads do not).
+    engine_config = getattr(recipe.engines, variant_engine).model_dump(exclude={"scorer_threads"})
     eval_key = content_key("evals", artifact_key, recipe.evals.model_dump(),
                            evals.evalset_fingerprint(recipe.evals.tasks), evals.SCORER_VERSION)
     bench_key = content_key("bench", artifact_key, engine_config, recipe.bench.model_dump())
     return eval_key, bench_key
 
 
-def run(recipe: Recipe, engine_name: str, artifact: Artifact, store: Store, env: ToolEnv,
+def run(recipe: Recipe, engine_name: str, artifact: Artifact, reference: Artifact | None, store: Store, env: ToolEnv,
         say: Callable[[str], None] = lambda _: None) -> Measurements:
+    """Every measurement of `artifact`; `reference` is its engine's reference (itself for the reference)."""
+    scratch_root = store.root / "tmp"
+    logdir = Path(tempfile.mkdtemp(dir=_mkdir(scratch_root), prefix=f"serve-{artifact.variant}-"))
+    try:
+        return _run(recipe, engine_name, artifact, reference, store, env, say, logdir)
+    finally:
+        shutil.rmtree(logdir, ignore_errors=True)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _run(recipe: Recipe, engine_name: str, artifact: Artifact, reference: Artifact | None, store: Store, env: ToolEnv,
+         say: Callable[[str], None], logdir: Path) -> Measurements:
+    log_path = logdir / SERVER_LOG
+    engine = engine_for(engine_name)(artifact, recipe.engines, env, log_path)
+    div_metrics = div_error = None
+    try:
+        if reference is None:
+            raise ToolFailed(f"no reference artifact on engine {engine_name} to compare with")
+        div = divergence.run(recipe.divergence, engine.divergence_worker, artifact.model_path, artifact.key,
+                             reference.model_path, reference.key, store, env, engine.scorer_threads)
+        div_metrics = div.metrics
+        if not div.cached:
+            say(f"divergence vs {reference.variant}: KL {div.metrics['kld_mean']:.4f},"
+                f" flips {div.metrics['flip_rate']:.3f} ({div.metrics['seconds']} s)")
+    except ToolFailed as exc:
+        div_error = str(exc)
     eval_key, bench_key = keys(recipe, engine_name, artifact.key)
     have_eval, have_bench = store.has(evals.STAGE, eval_key), store.has(bench.STAGE, bench_key)
     eval_result = (evals.EvalResult.from_json(eval_key, store.entry(evals.STAGE, eval_key),
@@ -54,16 +87,11 @@ def run(recipe: Recipe, engine_name: str, artifact: Artifact, store: Store, env:
     bench_result = bench.BenchResult(**store.result(bench.STAGE, bench_key)) if have_bench else None
     if have_eval and have_bench:
         return Measurements(eval_result, bench_result, store.entry(bench.STAGE, bench_key), None, None,
-                            store.entry(bench.STAGE, bench_key) / SERVER_LOG)
+                            store.entry(bench.STAGE, bench_key) / SERVER_LOG, div_metrics, div_error)
 
     eval_error = bench_error = None
-    scratch_root = store.root / "tmp"
-    scratch_root.mkdir(parents=True, exist_ok=True)
-    logdir = Path(tempfile.mkdtemp(dir=scratch_root, prefix=f"serve-{artifact.variant}-"))
-    log_path = logdir / SERVER_LOG
     built: list[Path] = []
     try:
-        engine = engine_for(engine_name)(artifact, recipe.engines, env, log_path)
         say(f"starting {engine_name} server")
         with engine:
             say(f"server ready in {engine.ready_seconds} s")
@@ -92,10 +120,10 @@ def run(recipe: Recipe, engine_name: str, artifact: Artifact, store: Store, env:
         for folder in built:
             if log_path.is_file():
                 shutil.copy2(log_path, folder / SERVER_LOG)
-        shutil.rmtree(logdir, ignore_errors=True)
     bench_folder = store.entry(bench.STAGE, bench_key) if store.has(bench.STAGE, bench_key) else None
     server_log = next((f / SERVER_LOG for f in built if (f / SERVER_LOG).is_file()), None)
-    return Measurements(eval_result, bench_result, bench_folder, eval_error, bench_error, server_log)
+    return Measurements(eval_result, bench_result, bench_folder, eval_error, bench_error, server_log,
+                        div_metrics, div_error)
 
 
 def _run_evals(recipe: Recipe, artifact: Artifact, engine: Any, store: Store, env: ToolEnv,

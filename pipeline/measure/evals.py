@@ -16,7 +16,7 @@ import yaml
 from pipeline.recipe import EVALSETS_DIR, EvalsConfig
 
 STAGE = "evals"
-SCORER_VERSION = "1"  # bump when the way loglikelihoods are scored changes: cached evals redo
+SCORER_VERSION = "2"  # bump when the way loglikelihoods are scored changes: cached evals redo
 
 
 @dataclass(frozen=True)

@@ -80,8 +80,16 @@ class InProcessScorer:
         """Log-softmax over the vocabulary at every position of `tokens` (row i predicts token i+1)."""
         import numpy as np
 
-        self.llm.reset()
-        self.llm.eval(tokens)
+        # Reuse the longest common prefix with the previous sequence (the choices of one item share
+        # their context): its KV entries and logit rows are still valid; eval() drops the rest.
+        previous = self.llm.input_ids[: self.llm.n_tokens]
+        prefix = 0
+        for old, new in zip(previous, tokens):
+            if old != new:
+                break
+            prefix += 1
+        self.llm.n_tokens = min(prefix, len(tokens) - 1)
+        self.llm.eval(tokens[self.llm.n_tokens:])
         logits = np.asarray(self.llm.scores[: len(tokens)], dtype=np.float64)
         shifted = logits - logits.max(axis=1, keepdims=True)
         return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))

@@ -31,8 +31,9 @@ def recipe(tmp_path_factory, tiny_model) -> Path:
         "engines": {"llamacpp": {"threads": 1, "parallel": 2, "ctx_per_slot": 256}},
         "evals": {"tasks": ["agreement"], "limit": EVAL_LIMIT},
         "bench": {"requests": 6, "concurrency": 2, "prompt_tokens": 32, "output_tokens": 12, "warmup_requests": 1},
+        "divergence": {"text": "stdlib:difflib", "windows": 2, "window_tokens": 256},
         "slo": {"ttft_p95_ms": 20000},
-        "gates": {"max_accuracy_drop": 0.05},
+        "gates": {"max_accuracy_drop": 0.05, "max_kld": 10.0, "max_flip_rate": 1.0, "bootstrap_iters": 2000},
         "hardware": {"name": "ci", "usd_per_hour": 0.1},
         "tracking": {"experiment": "quantgate-test", "registered_model": "tiny-test"},
     }
@@ -117,6 +118,16 @@ def test_evals_are_per_sample_and_probe_checked(artifacts, report):
         assert (folder / "server.log").is_file()
     ref = _row(report, "f16")
     assert ref["delta"]["agreement"] == 0.0
+
+
+def test_divergence_is_zero_for_the_reference_and_grows_with_compression(report):
+    divergence = {name: _row(report, name)["divergence"] for name, _ in VARIANTS}
+    # The reference against itself: the measurement adds no noise of its own.
+    assert divergence["f16"]["kld_mean"] == 0.0 and divergence["f16"]["flip_rate"] == 0.0
+    assert divergence["f16"]["ppl_ratio"] == 1.0
+    assert divergence["f16"]["n_tokens"] == 2 * 255
+    assert 0 < divergence["q8_0"]["kld_mean"] < divergence["q4_k_m"]["kld_mean"]
+    assert 0 <= divergence["q8_0"]["flip_rate"] <= divergence["q4_k_m"]["flip_rate"] <= 1
 
 
 def test_bench_measured_latency_and_throughput(report):

@@ -1,4 +1,9 @@
-"""Checks for the bundled qg_agreement evaluation set (stdlib + pyyaml only)."""
+"""Checks for the bundled evaluation sets under evalsets/ (stdlib + pyyaml only).
+
+Every folder evalsets/<name>/ that holds <name>.yaml is a task set and gets the
+same checks: evalsets/<name>/<name>.jsonl, evalsets/<name>/generate.py and an
+lm-eval task named qg_<name>.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +16,23 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-SET_DIR = REPO / "evalsets" / "agreement"
-JSONL = SET_DIR / "agreement.jsonl"
-YAML = SET_DIR / "agreement.yaml"
-GENERATOR = SET_DIR / "generate.py"
+EVALSETS = REPO / "evalsets"
+SET_NAMES = sorted(p.name for p in EVALSETS.iterdir() if (p / f"{p.name}.yaml").is_file())
+BASE_KEYS = {"id", "context", "choices", "label"}
+
+
+def test_expected_sets_present():
+    assert {"agreement", "morphology", "sentiment"} <= set(SET_NAMES)
+
+
+@pytest.fixture(params=SET_NAMES, scope="module")
+def name(request) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def items() -> list[dict]:
-    with open(JSONL, encoding="utf-8") as fh:
+def items(name) -> list[dict]:
+    with open(EVALSETS / name / f"{name}.jsonl", encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
 
 
@@ -28,10 +41,14 @@ def test_enough_items(items):
 
 
 def test_item_schema(items):
+    # The base fields plus exactly one category field (e.g. "phenomenon", "category").
+    extra = set(items[0]) - BASE_KEYS
+    assert len(extra) == 1, items[0]
+    (category,) = extra
     for item in items:
-        assert set(item) == {"id", "context", "choices", "label", "phenomenon"}, item
+        assert set(item) == BASE_KEYS | {category}, item
         assert isinstance(item["context"], str) and item["context"].strip()
-        assert isinstance(item["phenomenon"], str) and item["phenomenon"]
+        assert isinstance(item[category], str) and item[category]
         choices = item["choices"]
         assert isinstance(choices, list) and len(choices) == 2, item
         assert choices[0] != choices[1], item
@@ -58,16 +75,25 @@ def test_no_duplicate_pairs(items):
     assert len(set(keys)) == len(keys)
 
 
-def test_generator_reproduces_file(tmp_path):
-    out = tmp_path / "agreement.jsonl"
-    subprocess.run([sys.executable, str(GENERATOR), "--out", str(out)],
+def test_generator_reproduces_file(name, tmp_path):
+    out = tmp_path / f"{name}.jsonl"
+    subprocess.run([sys.executable, str(EVALSETS / name / "generate.py"), "--out", str(out)],
                    check=True, capture_output=True, cwd=tmp_path)
-    assert out.read_bytes() == JSONL.read_bytes()
+    assert out.read_bytes() == (EVALSETS / name / f"{name}.jsonl").read_bytes()
 
 
-def test_yaml_config():
-    config = yaml.safe_load(YAML.read_text(encoding="utf-8"))
-    assert config["task"] == "qg_agreement"
+def test_yaml_config(name):
+    config = yaml.safe_load((EVALSETS / name / f"{name}.yaml").read_text(encoding="utf-8"))
+    assert config["task"] == f"qg_{name}"
     assert config["output_type"] == "multiple_choice"
     assert config["target_delimiter"] == ""
-    assert config["dataset_kwargs"]["data_files"]["test"].endswith("agreement.jsonl")
+    assert config["dataset_kwargs"]["data_files"]["test"] == f"evalsets/{name}/{name}.jsonl"
+
+
+def test_sentiment_negation_share():
+    path = EVALSETS / "sentiment" / "sentiment.jsonl"
+    with open(path, encoding="utf-8") as fh:
+        items = [json.loads(line) for line in fh if line.strip()]
+    negated = [item for item in items if item["category"].endswith("_negation")]
+    assert 0 < len(negated) <= 0.2 * len(items)
+    assert all(item["choices"] == [" positive", " negative"] for item in items)

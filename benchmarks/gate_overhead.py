@@ -1,0 +1,99 @@
+"""Benchmark: what the quality gate adds per variant — the divergence pass and the paired statistics.
+
+Runs on the artifacts a `make demo` left behind: for each non-reference variant it times a fresh
+divergence pass (in a scratch store, so nothing cached is reused) and the paired bootstrap over
+every task's per-item results. Writes JSON to --out and prints a table.
+
+Usage: python -m benchmarks.gate_overhead [--recipe recipes/demo.yaml] [--out artifacts/benchmarks/gate_overhead.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import pipeline.engines.llamacpp  # noqa: F401  (registers the engine)
+import pipeline.quantize.gguf  # noqa: F401  (registers the quantizer)
+from pipeline import measure
+from pipeline.artifacts import Store, write_json
+from pipeline.engines import engine_for
+from pipeline.measure import divergence, evals
+from pipeline.measure.stats import paired_bootstrap_drop
+from pipeline.plan import make_plan
+from pipeline.quantize import Artifact
+from pipeline.recipe import load_recipe
+from pipeline.settings import Settings
+from pipeline.toolenv import llamacpp_env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--recipe", default="recipes/demo.yaml")
+    parser.add_argument("--out", default="artifacts/benchmarks/gate_overhead.json")
+    args = parser.parse_args()
+    settings = Settings()
+    recipe = load_recipe(args.recipe)
+    plan = make_plan(recipe, settings)
+    store = Store(settings.artifacts)
+    env = llamacpp_env(settings.envs)
+    missing = [v.name for v in plan.variants if not (v.quantize_cached and v.eval_cached)]
+    if missing:
+        raise SystemExit(f"run `make demo` first: no cached artifact/evals for {', '.join(missing)}")
+
+    def artifact(name: str) -> Artifact:
+        planned = next(v for v in plan.variants if v.name == name)
+        folder = store.entry("variants", planned.artifact_key)
+        return Artifact(name, planned.artifact_key, folder, folder / "model.gguf", store.result("variants", planned.artifact_key), True)
+
+    rows = []
+    for variant in recipe.variants:
+        if variant.reference:
+            continue
+        ref_variant = recipe.reference_for(variant.engine)
+        ours, ref = artifact(variant.name), artifact(ref_variant.name)
+        engine = engine_for(variant.engine)(ours, recipe.engines, env, Path(tempfile.gettempdir()) / "unused.log")
+        with tempfile.TemporaryDirectory() as scratch:
+            started = time.perf_counter()
+            div = divergence.run(recipe.divergence, engine.divergence_worker, ours.model_path, ours.key,
+                                 ref.model_path, ref.key, Store(Path(scratch)), env, engine.scorer_threads)
+            div_seconds = time.perf_counter() - started
+        eval_key, _ = measure.keys(recipe, variant.engine, ours.key)
+        ref_eval_key, _ = measure.keys(recipe, ref_variant.engine, ref.key)
+        result = evals.EvalResult.from_json(eval_key, store.entry("evals", eval_key), store.result("evals", eval_key), True)
+        ref_result = evals.EvalResult.from_json(ref_eval_key, store.entry("evals", ref_eval_key),
+                                                store.result("evals", ref_eval_key), True)
+        started = time.perf_counter()
+        items = 0
+        for task in recipe.evals.tasks:
+            reference_items = ref_result.correct(task)
+            paired_bootstrap_drop(reference_items, result.correct(task), recipe.gates.confidence, recipe.gates.bootstrap_iters)
+            items += len(reference_items)
+        stats_seconds = time.perf_counter() - started
+        rows.append({
+            "variant": variant.name,
+            "divergence_seconds": round(div_seconds, 2),
+            "divergence_worker_seconds": div.metrics["seconds"],
+            "divergence_tokens": div.metrics["n_tokens"],
+            "kld_mean": div.metrics["kld_mean"],
+            "paired_stats_seconds": round(stats_seconds, 4),
+            "paired_items": items,
+            "bootstrap_iters": recipe.gates.bootstrap_iters,
+            "eval_seconds_for_comparison": result.seconds,
+        })
+    report = {"recipe": str(args.recipe), "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+              "divergence": recipe.divergence.model_dump(), "rows": rows,
+              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_json(Path(args.out), report)
+    print(f"{'variant':10} {'divergence s':>13} {'tokens':>7} {'paired stats s':>15} {'items':>6} {'evals s':>8}")
+    for r in rows:
+        print(f"{r['variant']:10} {r['divergence_seconds']:13.1f} {r['divergence_tokens']:7d}"
+              f" {r['paired_stats_seconds']:15.3f} {r['paired_items']:6d} {r['eval_seconds_for_comparison']:8.1f}")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

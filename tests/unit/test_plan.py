@@ -1,0 +1,188 @@
+"""Plan: content keys depend on exactly what determines each stage's output, and cache state is read
+from the store."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+import pipeline.quantize.gguf  # noqa: F401  (registers the gguf quantizer, as the CLI does)
+from pipeline.artifacts import RESULT_FILE, write_json
+from pipeline.measure import bench, evals
+from pipeline.plan import Plan, make_plan
+from pipeline.quantize import STAGE as VARIANTS_STAGE
+from pipeline.recipe import load_recipe
+from pipeline.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = yaml.safe_load((REPO / "recipes" / "demo.yaml").read_text())
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    envs = tmp_path / "envs"
+    (envs / "llamacpp" / "src" / "llama_cpp_python-0.3.36" / "vendor" / "llama.cpp").mkdir(parents=True)
+    return Settings(artifacts=tmp_path / "artifacts", envs=envs)
+
+
+@pytest.fixture
+def model_dir(tmp_path) -> Path:
+    folder = tmp_path / "tiny-model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama", "hidden_size": 64}')
+    (folder / "model.safetensors").write_bytes(bytes(range(256)) * 4)
+    return folder
+
+
+@pytest.fixture
+def plan_for(tmp_path, model_dir, settings) -> Callable[..., Plan]:
+    counter = iter(range(1000))
+
+    def make(change: Callable[[dict[str, Any]], None] = lambda d: None) -> Plan:
+        data = copy.deepcopy(DEMO)
+        data["model"] = {"kind": "local", "path": str(model_dir)}
+        change(data)
+        path = tmp_path / "recipes" / f"r{next(counter)}.yaml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return make_plan(load_recipe(path), settings)
+
+    return make
+
+
+def keys(plan: Plan, which: str) -> dict[str, str]:
+    return {v.name: getattr(v, f"{which}_key") for v in plan.variants}
+
+
+def test_plan_lists_every_variant_with_distinct_keys(plan_for):
+    plan = plan_for()
+    assert [v.name for v in plan.variants] == ["f16", "q8_0", "q4_k_m", "q2_k"]
+    assert [v.reference for v in plan.variants] == [True, False, False, False]
+    assert plan.variants[2].params == {"kind": "gguf", "type": "Q4_K_M"}
+    for which in ("artifact", "eval", "bench"):
+        assert len(set(keys(plan, which).values())) == 4
+    all_keys = [k for which in ("artifact", "eval", "bench") for k in keys(plan, which).values()]
+    assert len(set(all_keys)) == 12
+
+
+def test_keys_are_deterministic(plan_for):
+    assert plan_for() == plan_for()
+
+
+def test_fresh_store_has_everything_to_do_but_a_local_source(plan_for):
+    plan = plan_for()
+    assert plan.source_cached  # a local directory is used in place
+    assert not any(v.quantize_cached or v.eval_cached or v.bench_cached for v in plan.variants)
+    assert plan.work_left == 4
+
+
+def test_changing_one_variant_type_changes_only_its_keys(plan_for):
+    before = plan_for()
+    after = plan_for(lambda d: d["variants"][2].update(type="Q4_K_S"))
+    for which in ("artifact", "eval", "bench"):
+        old, new = keys(before, which), keys(after, which)
+        assert old["q4_k_m"] != new["q4_k_m"], which
+        assert {k: v for k, v in old.items() if k != "q4_k_m"} == {k: v for k, v in new.items() if k != "q4_k_m"}
+
+
+def test_renaming_a_variant_keeps_its_keys(plan_for):
+    before = plan_for()
+    after = plan_for(lambda d: d["variants"][2].update(name="medium"))
+    assert keys(after, "artifact")["medium"] == keys(before, "artifact")["q4_k_m"]
+    assert keys(after, "eval")["medium"] == keys(before, "eval")["q4_k_m"]
+    assert keys(after, "bench")["medium"] == keys(before, "bench")["q4_k_m"]
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d["bench"].update(requests=32),
+    lambda d: d["bench"].update(output_tokens=128),
+    lambda d: d["engines"]["llamacpp"].update(parallel=2),  # changes throughput, not accuracy
+], ids=["requests", "output_tokens", "engine-parallel"])
+def test_workload_changes_bench_keys_only(plan_for, change):
+    before, after = plan_for(), plan_for(change)
+    assert keys(after, "artifact") == keys(before, "artifact")
+    assert keys(after, "eval") == keys(before, "eval")
+    assert all(keys(after, "bench")[n] != k for n, k in keys(before, "bench").items())
+
+
+def test_eval_limit_changes_eval_keys_only(plan_for):
+    before, after = plan_for(), plan_for(lambda d: d["evals"].update(limit=50))
+    assert keys(after, "artifact") == keys(before, "artifact")
+    assert keys(after, "bench") == keys(before, "bench")
+    assert all(keys(after, "eval")[n] != k for n, k in keys(before, "eval").items())
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d["gates"].update(max_accuracy_drop=0.05),
+    lambda d: d["slo"].update(ttft_p95_ms=500),
+    lambda d: d["hardware"].update(usd_per_hour=2.0),
+    lambda d: d["tracking"].update(experiment="elsewhere"),
+], ids=["gates", "slo", "hardware", "tracking"])
+def test_promotion_settings_change_no_stage_key(plan_for, change):
+    before, after = plan_for(), plan_for(change)
+    for which in ("artifact", "eval", "bench"):
+        assert keys(after, which) == keys(before, which)
+    assert after.recipe_hash != before.recipe_hash  # but the run records a different recipe
+
+
+def test_editing_the_model_changes_every_key(plan_for, model_dir):
+    before = plan_for()
+    (model_dir / "model.safetensors").write_bytes(b"\x01" + (model_dir / "model.safetensors").read_bytes()[1:])
+    after = plan_for()
+    assert after.source_key != before.source_key
+    for which in ("artifact", "eval", "bench"):
+        assert not set(keys(after, which).values()) & set(keys(before, which).values()), which
+
+
+def test_adding_a_file_to_the_model_dir_changes_the_source(plan_for, model_dir):
+    before = plan_for()
+    (model_dir / "tokenizer.json").write_text("{}")
+    assert plan_for().source_key != before.source_key
+
+
+def test_tool_version_changes_every_artifact_key(plan_for, settings):
+    before = plan_for()
+    src = settings.envs / "llamacpp" / "src"
+    (src / "llama_cpp_python-0.3.36").rename(src / "llama_cpp_python-0.3.37")
+    after = plan_for()
+    assert after.source_key == before.source_key
+    assert not set(keys(after, "artifact").values()) & set(keys(before, "artifact").values())
+
+
+def test_cached_artifact_flips_only_quantize_cached(plan_for, settings):
+    before = plan_for()
+    q8 = next(v for v in before.variants if v.name == "q8_0")
+    write_json(settings.artifacts / VARIANTS_STAGE / q8.artifact_key / RESULT_FILE, {"variant": "q8_0"})
+    after = plan_for()
+    changed = {v.name: v for v in after.variants}
+    assert changed["q8_0"].quantize_cached
+    assert not changed["q8_0"].eval_cached and not changed["q8_0"].bench_cached
+    assert changed["q8_0"].artifact_key == q8.artifact_key
+    others_before = [v for v in before.variants if v.name != "q8_0"]
+    assert [v for v in after.variants if v.name != "q8_0"] == others_before
+    assert after.work_left == before.work_left == 4  # q8_0 still has evals and bench to do
+
+
+def test_entry_without_result_json_is_not_cached(plan_for, settings):
+    q8 = next(v for v in plan_for().variants if v.name == "q8_0")
+    (settings.artifacts / VARIANTS_STAGE / q8.artifact_key).mkdir(parents=True)
+    assert not next(v for v in plan_for().variants if v.name == "q8_0").quantize_cached
+
+
+def test_work_left_counts_variants_with_anything_to_do(plan_for, settings):
+    plan = plan_for()
+    by_name = {v.name: v for v in plan.variants}
+    done = by_name["f16"]
+    for stage, key in ((VARIANTS_STAGE, done.artifact_key), (evals.STAGE, done.eval_key), (bench.STAGE, done.bench_key)):
+        write_json(settings.artifacts / stage / key / RESULT_FILE, {})
+    partly = by_name["q2_k"]  # measured but its artifact is gone: still work left
+    for stage, key in ((evals.STAGE, partly.eval_key), (bench.STAGE, partly.bench_key)):
+        write_json(settings.artifacts / stage / key / RESULT_FILE, {})
+    after = plan_for()
+    assert after.work_left == 3
+    f16 = next(v for v in after.variants if v.name == "f16")
+    assert f16.quantize_cached and f16.eval_cached and f16.bench_cached

@@ -1,0 +1,151 @@
+"""Server lifecycle: readiness, failure with the log tail, and stopping the whole process group.
+
+The servers here are small fake scripts: what is under test is the orchestrator's own lifecycle logic.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.engines.server import ServerFailed, ServerProcess, free_port
+
+HTTP_SERVER = """
+import http.server, os, signal, subprocess, sys, time
+port = int(sys.argv[1])
+DELAY = {delay}
+if {ignore_term}:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if {spawn_child}:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    open(sys.argv[2], "w").write(str(child.pid))
+started = time.monotonic()
+
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        ready = time.monotonic() - started >= DELAY
+        self.send_response(200 if ready else 503)
+        self.end_headers()
+        self.wfile.write(b"ok" if ready else b"loading")
+
+    def log_message(self, *args):
+        pass
+
+print("listening on", port, flush=True)
+http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
+"""
+
+
+def fake_server(tmp_path: Path, delay: float = 0.0, ignore_term: bool = False, spawn_child: bool = False) -> Path:
+    script = tmp_path / "fake_server.py"
+    script.write_text(HTTP_SERVER.format(delay=delay, ignore_term=ignore_term, spawn_child=spawn_child))
+    return script
+
+
+def server(tmp_path: Path, argv_tail: list[str], ready_timeout_s: float = 10.0, script: Path | None = None,
+           port: int | None = None) -> ServerProcess:
+    port = port or free_port()
+    argv = [sys.executable, str(script)] + [str(port)] + argv_tail if script else argv_tail
+    return ServerProcess(argv, f"http://127.0.0.1:{port}/health", tmp_path / "logs" / "server.log", ready_timeout_s)
+
+
+def gone(pid: int) -> bool:
+    """True when the process no longer runs (exited, or a zombie waiting for init to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def wait_gone(pid: int, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if gone(pid):
+            return True
+        time.sleep(0.05)
+    return gone(pid)
+
+
+def test_ready_after_health_answers_200_and_stopped_on_exit(tmp_path):
+    # /health answers 503 for the first half second, as llama-server does while loading the model.
+    proc = server(tmp_path, [], script=fake_server(tmp_path, delay=0.5))
+    with proc:
+        assert proc.proc is not None and proc.proc.poll() is None
+        assert proc.ready_seconds is not None and 0.5 <= proc.ready_seconds < 8
+    assert proc.proc.poll() is not None
+    assert "listening on" in (tmp_path / "logs" / "server.log").read_text()
+
+
+def test_server_that_exits_raises_with_its_log_tail(tmp_path):
+    argv = [sys.executable, "-c", "import sys; print('loading model'); print('boom', file=sys.stderr); sys.exit(3)"]
+    proc = server(tmp_path, argv)
+    started = time.monotonic()
+    with pytest.raises(ServerFailed) as info:
+        with proc:
+            pytest.fail("the body must not run when the server failed")
+    assert time.monotonic() - started < 5  # noticed the exit; did not wait for the ready timeout
+    message = str(info.value)
+    assert "boom" in message and "loading model" in message
+    assert "code 3" in message and str(tmp_path / "logs" / "server.log") in message
+
+
+def test_server_never_ready_times_out_and_is_killed(tmp_path):
+    argv = [sys.executable, "-c", "import time; print('stuck', flush=True); time.sleep(120)"]
+    proc = server(tmp_path, argv, ready_timeout_s=1.5)
+    started = time.monotonic()
+    with pytest.raises(ServerFailed) as info:
+        with proc:
+            pass
+    elapsed = time.monotonic() - started
+    assert 1.5 <= elapsed < 6
+    assert "not ready" in str(info.value) and "stuck" in str(info.value)
+    assert proc.proc.poll() is not None
+
+
+def test_server_answering_503_forever_is_not_ready(tmp_path):
+    proc = server(tmp_path, [], ready_timeout_s=1.5, script=fake_server(tmp_path, delay=999))
+    with pytest.raises(ServerFailed, match="not ready"):
+        proc.start()
+    assert proc.proc.poll() is not None
+
+
+def test_sigterm_ignored_is_killed(tmp_path):
+    proc = server(tmp_path, [], script=fake_server(tmp_path, ignore_term=True))
+    proc.start()
+    try:
+        started = time.monotonic()
+        proc.stop(grace_s=0.5)
+        assert proc.proc.poll() is not None
+        assert proc.proc.returncode == -9  # SIGKILL, after SIGTERM was ignored
+        assert time.monotonic() - started < 3
+    finally:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+
+
+def test_children_of_the_server_are_stopped_too(tmp_path):
+    pid_file = tmp_path / "child.pid"
+    proc = server(tmp_path, [str(pid_file)], script=fake_server(tmp_path, spawn_child=True))
+    with proc:
+        child = int(pid_file.read_text())
+        assert not gone(child)
+    try:
+        assert wait_gone(child)
+    finally:
+        if not gone(child):
+            os.kill(child, 9)
+
+
+def test_stop_is_safe_before_start_and_twice(tmp_path):
+    proc = server(tmp_path, [], script=fake_server(tmp_path))
+    proc.stop()
+    with proc:
+        pass
+    proc.stop()
+    assert proc.proc.poll() is not None

@@ -1,0 +1,181 @@
+"""Paired statistics for the quality gate, on synthetic per-item data with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.measure.stats import PairedComparison, flips, mcnemar_exact, paired_bootstrap_drop
+from pipeline.promote import VariantEvidence, decide
+from pipeline.recipe import SLO, Gates, Hardware
+
+
+def items(n_right: int, n: int) -> list[int]:
+    """n items, the first n_right answered right."""
+    return [1] * n_right + [0] * (n - n_right)
+
+
+def flipped(reference: list[int], r2w: int = 0, w2r: int = 0) -> list[int]:
+    """The reference's answers with the first r2w right items made wrong and the first w2r wrong ones made right."""
+    variant = list(reference)
+    right = [i for i, r in enumerate(reference) if r]
+    wrong = [i for i, r in enumerate(reference) if not r]
+    assert r2w <= len(right) and w2r <= len(wrong)
+    for i in right[:r2w]:
+        variant[i] = 0
+    for i in wrong[:w2r]:
+        variant[i] = 1
+    return variant
+
+
+def test_helpers_build_the_flips_they_say():
+    ref = items(80, 100)
+    assert flips(ref, flipped(ref, 3, 2)) == (3, 2)
+
+
+# --- flips and McNemar -------------------------------------------------------------------------------------------
+
+
+def test_flips_counts_each_direction():
+    assert flips([1, 1, 0, 0, 1], [1, 0, 1, 0, 0]) == (2, 1)
+    assert flips([1, 0, 1], [1, 0, 1]) == (0, 0)
+    assert flips([0, 0], [1, 1]) == (0, 2)
+
+
+@pytest.mark.parametrize("r2w, w2r, p", [
+    (0, 0, 1.0),            # no discordant pairs: no evidence of a difference
+    (5, 0, 2 / 32),         # 2 * P(X <= 0), X ~ Bin(5, 1/2) = 2 * 1/32
+    (0, 5, 2 / 32),         # two-sided: symmetric
+    (10, 10, 1.0),          # perfectly balanced; 2 * P(X <= 10) > 1 is capped at 1
+    (7, 1, 18 / 256),       # 2 * (C(8,0) + C(8,1)) / 2^8 = 2 * 9/256
+    (3, 0, 0.25),           # 2 * 1/8
+    (6, 2, 2 * 37 / 256),   # 2 * (1 + 8 + 28) / 256
+])
+def test_mcnemar_exact_matches_hand_computed_values(r2w, w2r, p):
+    assert mcnemar_exact(r2w, w2r) == pytest.approx(p, abs=1e-12)
+
+
+# --- paired bootstrap ----------------------------------------------------------------------------------------------
+
+
+def test_identical_lists_have_zero_drop_and_bound():
+    ref = items(70, 100)
+    c = paired_bootstrap_drop(ref, list(ref), iters=500)
+    assert isinstance(c, PairedComparison)
+    assert c.n == 100
+    assert c.reference_acc == c.variant_acc == pytest.approx(0.70)
+    assert c.drop == 0.0 and c.drop_upper == 0.0
+    assert (c.right_to_wrong, c.wrong_to_right) == (0, 0)
+    assert c.mcnemar_p == 1.0
+
+
+def test_clear_loss():
+    ref = items(480, 600)
+    var = flipped(ref, r2w=60, w2r=4)
+    c = paired_bootstrap_drop(ref, var, iters=2000)
+    assert c.drop == pytest.approx(56 / 600, abs=1e-12)
+    assert c.reference_acc == pytest.approx(480 / 600)
+    assert c.variant_acc == pytest.approx(424 / 600)
+    assert (c.right_to_wrong, c.wrong_to_right) == (60, 4)
+    assert c.drop_upper > c.drop
+    # sd of per-item diffs ~ sqrt(64/600 - (56/600)^2) ~ 0.313; se ~ 0.0128: the 95% bound is ~ 2 se above.
+    assert c.drop_upper == pytest.approx(56 / 600 + 1.645 * 0.313 / math.sqrt(600), abs=0.004)
+    assert c.mcnemar_p < 1e-10
+
+
+def test_variant_better_than_reference_has_a_negative_drop():
+    ref = items(80, 200)
+    c = paired_bootstrap_drop(ref, flipped(ref, w2r=30), iters=2000)
+    assert c.drop == pytest.approx(-30 / 200)
+    assert c.drop_upper < 0
+
+
+def test_small_n_is_not_enough_evidence_but_large_n_is():
+    tolerance = 0.02
+    small_ref = items(80, 100)
+    small = paired_bootstrap_drop(small_ref, flipped(small_ref, r2w=3, w2r=2), iters=2000)
+    assert small.drop == pytest.approx(0.01)
+    assert small.drop <= tolerance < small.drop_upper  # within on the point, not on the 95% bound
+
+    big_ref = items(16_000, 20_000)
+    big = paired_bootstrap_drop(big_ref, flipped(big_ref, r2w=600, w2r=400), iters=2000)
+    assert big.drop == pytest.approx(0.01)  # same flip rates
+    assert big.drop < big.drop_upper <= tolerance
+    assert big.drop_upper < small.drop_upper
+
+
+def test_bootstrap_bound_agrees_with_the_normal_approximation():
+    n = 2000
+    ref = items(1600, n)
+    var = flipped(ref, r2w=100, w2r=60)
+    diffs = np.asarray(ref, dtype=float) - np.asarray(var, dtype=float)
+    normal_upper = diffs.mean() + 1.645 * diffs.std(ddof=1) / math.sqrt(n)  # ~0.0304
+    c = paired_bootstrap_drop(ref, var, confidence=0.95, iters=4000)
+    assert c.drop == pytest.approx(0.02)
+    # 0.0015 separates the 95% one-sided bound from the 97.5% (~0.0324) and 90% (~0.0281) ones.
+    assert c.drop_upper == pytest.approx(normal_upper, abs=0.0015)
+
+
+def test_higher_confidence_gives_a_higher_bound():
+    ref = items(400, 500)
+    var = flipped(ref, r2w=20, w2r=10)
+    low = paired_bootstrap_drop(ref, var, confidence=0.80, iters=2000)
+    high = paired_bootstrap_drop(ref, var, confidence=0.99, iters=2000)
+    assert low.drop == high.drop
+    assert low.drop_upper < high.drop_upper
+    assert high.confidence == 0.99
+
+
+def test_same_seed_same_result():
+    ref = items(300, 400)
+    var = flipped(ref, r2w=15, w2r=9)
+    assert paired_bootstrap_drop(ref, var, iters=500, seed=3) == paired_bootstrap_drop(ref, var, iters=500, seed=3)
+    assert paired_bootstrap_drop(ref, var, iters=500) == paired_bootstrap_drop(ref, var, iters=500)
+
+
+def test_the_seed_is_used():
+    ref = items(300, 400)
+    var = flipped(ref, r2w=15, w2r=9)
+    bounds = {paired_bootstrap_drop(ref, var, confidence=0.9, iters=300, seed=s).drop_upper for s in range(8)}
+    assert len(bounds) > 1
+
+
+@pytest.mark.parametrize("reference, variant", [
+    ([1, 0, 1], [1, 0]),
+    ([1], [1, 0]),
+    ([], []),
+    ([], [1]),
+], ids=["variant-shorter", "reference-shorter", "both-empty", "reference-empty"])
+def test_mismatched_or_empty_lists_are_rejected(reference, variant):
+    with pytest.raises(ValueError):
+        paired_bootstrap_drop(reference, variant, iters=100)
+
+
+# --- end to end through the promotion rule ------------------------------------------------------------------------
+
+
+def _decide(n_right: int, n: int, r2w: int, w2r: int):
+    ref = items(n_right, n)
+    bench = {"error_rate": 0.0, "output_tokens_per_s": 50.0}
+    evidence = [
+        VariantEvidence("f16", "llamacpp", True, {"t": ref}, True, None, {**bench, "output_tokens_per_s": 10.0}),
+        VariantEvidence("q4", "llamacpp", False, {"t": flipped(ref, r2w, w2r)}, True, None, bench),
+    ]
+    gates = Gates(max_accuracy_drop=0.02, bootstrap_iters=1000)
+    return decide(evidence, ["t"], gates, SLO(), Hardware(name="cpu", usd_per_hour=1.0))
+
+
+def test_promotion_needs_enough_evidence_not_just_a_small_point_drop():
+    small = _decide(80, 100, r2w=3, w2r=2)
+    q4 = small.verdict("q4")
+    assert not q4.passed and small.winner == "f16"
+    assert len(q4.reasons) == 1 and "not enough evidence" in q4.reasons[0]
+    assert "3 right→wrong, 2 wrong→right of 100" in q4.reasons[0]
+    assert q4.comparisons["t"].drop_upper > 0.02
+
+    big = _decide(16_000, 20_000, r2w=600, w2r=400)
+    q4 = big.verdict("q4")
+    assert q4.passed and big.winner == "q4"
+    assert q4.comparisons["t"].drop_upper <= 0.02

@@ -3,21 +3,24 @@
 PYTHON ?= python3
 VENV := .venv
 LLAMACPP_ENV := .venvs/llamacpp
+VLLM_ENV := .venvs/vllm
+LLMCOMPRESSOR_ENV := .venvs/llmcompressor
 QG := $(VENV)/bin/quantgate
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-unit quantize ui plan clean help
+.PHONY: setup demo test test-unit quantize ui plan bench clean help
 
 help:
 	@echo "make demo                 set up and run the demo recipe (recipes/demo.yaml)"
 	@echo "make test                 set up and run the tests"
 	@echo "make quantize MODEL=...   run the template recipe on an HF id, model dir or .gguf file"
 	@echo "make ui                   MLflow UI on http://127.0.0.1:5000"
+	@echo "make bench                time the quality gate's overhead on the demo's artifacts"
 	@echo "make setup                create the environments only"
 
-setup: $(VENV)/.installed $(LLAMACPP_ENV)/.installed
+setup: $(VENV)/.installed $(LLAMACPP_ENV)/.installed $(VLLM_ENV)/.installed $(LLMCOMPRESSOR_ENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +31,14 @@ $(VENV)/.installed: pyproject.toml
 
 $(LLAMACPP_ENV)/.installed: requirements/llamacpp.txt scripts/setup_llamacpp.sh
 	PYTHON=$(PYTHON) bash scripts/setup_llamacpp.sh $(LLAMACPP_ENV)
+	touch $@
+
+$(VLLM_ENV)/.installed: requirements/vllm.txt scripts/setup_vllm.sh
+	PYTHON=$(PYTHON) bash scripts/setup_vllm.sh $(VLLM_ENV)
+	touch $@
+
+$(LLMCOMPRESSOR_ENV)/.installed: requirements/llmcompressor.txt scripts/setup_llmcompressor.sh
+	PYTHON=$(PYTHON) bash scripts/setup_llmcompressor.sh $(LLMCOMPRESSOR_ENV)
 	touch $@
 
 demo: setup
@@ -44,6 +55,9 @@ quantize: setup
 	$(QG) new "$(MODEL)" --out artifacts/recipes/quantize.yaml
 	$(QG) run artifacts/recipes/quantize.yaml
 
+bench: setup
+	$(VENV)/bin/python -m benchmarks.gate_overhead --recipe recipes/demo.yaml --out artifacts/benchmarks/gate_overhead.json
+
 plan: $(VENV)/.installed
 	$(QG) plan recipes/demo.yaml
 
@@ -53,5 +67,4 @@ ui: $(VENV)/.installed
 	  --default-artifact-root $(CURDIR)/artifacts/mlflow-artifacts --host 127.0.0.1 --port 5000
 
 clean:
-	rm -rf artifacts/models artifacts/gguf-base artifacts/variants artifacts/evals artifacts/bench \
-	  artifacts/failed artifacts/tmp artifacts/reports artifacts/mlflow.db artifacts/mlflow-artifacts
+	cd artifacts && find . -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

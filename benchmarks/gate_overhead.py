@@ -27,7 +27,6 @@ from pipeline.plan import make_plan
 from pipeline.quantize import Artifact
 from pipeline.recipe import load_recipe
 from pipeline.settings import Settings
-from pipeline.toolenv import llamacpp_env
 
 
 def main() -> None:
@@ -39,7 +38,6 @@ def main() -> None:
     recipe = load_recipe(args.recipe)
     plan = make_plan(recipe, settings)
     store = Store(settings.artifacts)
-    env = llamacpp_env(settings.envs)
     missing = [v.name for v in plan.variants if not (v.quantize_cached and v.eval_cached)]
     if missing:
         raise SystemExit(f"run `make demo` first: no cached artifact/evals for {', '.join(missing)}")
@@ -55,11 +53,12 @@ def main() -> None:
             continue
         ref_variant = recipe.reference_for(variant.engine)
         ours, ref = artifact(variant.name), artifact(ref_variant.name)
-        engine = engine_for(variant.engine)(ours, recipe.engines, env, Path(tempfile.gettempdir()) / "unused.log")
+        engine = engine_for(variant.engine)(ours, recipe.engines, settings.envs, store.root,
+                                            Path(tempfile.gettempdir()) / "unused.log")
         with tempfile.TemporaryDirectory() as scratch:
             started = time.perf_counter()
             div = divergence.run(recipe.divergence, engine.divergence_worker, ours.model_path, ours.key,
-                                 ref.model_path, ref.key, Store(Path(scratch)), env, engine.scorer_threads)
+                                 ref.model_path, ref.key, Store(Path(scratch)), engine.env, engine.scorer_threads)
             div_seconds = time.perf_counter() - started
         eval_key, _ = measure.keys(recipe, variant.engine, ours.key)
         ref_eval_key, _ = measure.keys(recipe, ref_variant.engine, ref.key)

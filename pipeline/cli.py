@@ -16,11 +16,11 @@ from rich.table import Table
 
 from pipeline.recipe import RecipeError, load_recipe
 from pipeline.settings import Settings
-from pipeline.toolenv import ToolEnvMissing
+from pipeline.toolenv import ToolEnvMissing, ToolFailed
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 # Wide enough for the summary table when output goes to a file or a CI log.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
 
 USER_ERRORS = (RecipeError, ToolEnvMissing)
@@ -114,11 +114,15 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> None:
         with console.status("starting", spinner="dots") as status:
             def say(message: str) -> None:
                 console.print(f"[dim]{time.monotonic() - started:7.1f}s[/] {message}")
+                console.file.flush()  # progress shows as it happens in logs and pipes, too
                 status.update(message)
 
             outcome = pipeline_run.run(loaded, recipe, settings, say)
     except USER_ERRORS as exc:
         _fail(str(exc))
+    except ToolFailed as exc:  # a tool broke: its log tail says why; exit 1, not a user error
+        err.print(f"[bold red]failed:[/] {exc}", markup=True, soft_wrap=True)
+        raise typer.Exit(1)
     print_summary(outcome)
 
 

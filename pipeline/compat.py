@@ -25,7 +25,14 @@ GGUF_TYPES = GGUF_UNQUANTIZED + (
 )
 
 # variant kind -> artifact format
-VARIANT_FORMATS = {"gguf": "gguf"}
+VARIANT_FORMATS = {
+    "gguf": "gguf",
+    "hf": "hf",
+    "fp8_dynamic": "compressed-tensors",
+    "w8a8_int8": "compressed-tensors",
+    "w4a16_gptq": "compressed-tensors",
+    "w4a16_awq": "compressed-tensors",
+}
 
 # engine -> artifact formats it serves here. vLLM's GGUF loader is experimental, GPU-only, and not
 # part of this pipeline; its formats arrive with the vLLM leg.

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pipeline.quantize.gguf  # noqa: F401  (registers the quantizers whose keys the plan computes)
+import pipeline.quantize.llmcompressor  # noqa: F401
 from pipeline import measure
 from pipeline.artifacts import Store, content_key
 from pipeline.measure import bench, evals
@@ -54,7 +56,7 @@ def make_plan(recipe: Recipe, settings: Settings) -> Plan:
     source = SourceResult(source_key, store.entry(SOURCE_STAGE, source_key), sha)
     planned = []
     for variant in recipe.variants:
-        artifact_key = quantizer_for(variant.kind, settings.envs).key(variant, source)
+        artifact_key = quantizer_for(variant.kind, settings.envs, recipe).key(variant, source)
         eval_key, bench_key = measure.keys(recipe, variant.engine, artifact_key)
         planned.append(PlannedVariant(
             variant.name, variant.kind, variant.engine, variant.reference, variant.quantize_params(),

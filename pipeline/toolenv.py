@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +99,14 @@ def llamacpp_env(envs_root: Path) -> ToolEnv:
     return ToolEnv("llamacpp", envs_root / "llamacpp")
 
 
+def llmcompressor_env(envs_root: Path) -> ToolEnv:
+    return ToolEnv("llmcompressor", envs_root / "llmcompressor")
+
+
+def vllm_env(envs_root: Path) -> ToolEnv:
+    return ToolEnv("vllm", envs_root / "vllm")
+
+
 def llamacpp_binary(env: ToolEnv, name: str) -> Path:
     """A llama.cpp program (llama-server, llama-quantize) built by scripts/setup_llamacpp.sh."""
     path = env.root / "build" / "bin" / name
@@ -107,6 +114,3 @@ def llamacpp_binary(env: ToolEnv, name: str) -> Path:
         raise ToolEnvMissing(f"{name} is missing at {path}: run `make setup`")
     return path
 
-
-def orchestrator_python() -> str:
-    return sys.executable

@@ -13,11 +13,12 @@ from pipeline.quantize import Artifact
 
 class Engine(Protocol):
     name: str
+    env: Any  # the ToolEnv its workers run in
     base_url: str
     api_key: str
     served_model: str
     eval_worker: str  # the worker module that runs lm-eval against this engine
-    divergence_worker: str  # the worker module that computes next-token divergence vs the reference
+    divergence_worker: str | None  # computes next-token divergence vs the reference (None: not yet)
     scorer_threads: int
     ready_seconds: float | None
 
@@ -26,8 +27,8 @@ class Engine(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-# (artifact, recipe.engines, tool env, server log path) -> Engine
-EngineFactory = Callable[[Artifact, Any, Any, Any], Engine]
+# (artifact, recipe.engines, tool-environments root, artifacts root, server log path) -> Engine
+EngineFactory = Callable[[Artifact, Any, Any, Any, Any], Engine]
 _ENGINES: dict[str, EngineFactory] = {}
 
 

@@ -11,7 +11,7 @@ from pipeline.engines import register
 from pipeline.engines.server import ServerProcess, free_port, new_api_key
 from pipeline.quantize import Artifact
 from pipeline.recipe import LlamaCppEngineConfig
-from pipeline.toolenv import ToolEnv, llamacpp_binary
+from pipeline.toolenv import ToolEnv, llamacpp_binary, llamacpp_env
 
 
 class LlamaServerEngine:
@@ -22,6 +22,7 @@ class LlamaServerEngine:
     def __init__(self, artifact: Artifact, config: LlamaCppEngineConfig, env: ToolEnv, log_path: Path):
         self.artifact = artifact
         self.config = config
+        self.env = env
         self.api_key = new_api_key()
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -56,4 +57,5 @@ class LlamaServerEngine:
         self.server.__exit__(*exc)
 
 
-register("llamacpp", lambda artifact, engines, env, log_path: LlamaServerEngine(artifact, engines.llamacpp, env, log_path))
+register("llamacpp", lambda artifact, engines, envs_root, artifacts_root, log_path:
+         LlamaServerEngine(artifact, engines.llamacpp, llamacpp_env(envs_root), log_path))

@@ -18,7 +18,7 @@ from pipeline.engines.server import ServerFailed
 from pipeline.measure import bench, divergence, evals
 from pipeline.quantize import Artifact
 from pipeline.recipe import Recipe
-from pipeline.toolenv import ToolEnv, ToolFailed
+from pipeline.toolenv import ToolFailed
 
 SERVER_LOG = "server.log"
 
@@ -48,13 +48,13 @@ def keys(recipe: Recipe, variant_engine: str, artifact_key: str) -> tuple[str, s
     return eval_key, bench_key
 
 
-def run(recipe: Recipe, engine_name: str, artifact: Artifact, reference: Artifact | None, store: Store, env: ToolEnv,
-        say: Callable[[str], None] = lambda _: None) -> Measurements:
+def run(recipe: Recipe, engine_name: str, artifact: Artifact, reference: Artifact | None, store: Store,
+        envs_root: Path, say: Callable[[str], None] = lambda _: None) -> Measurements:
     """Every measurement of `artifact`; `reference` is its engine's reference (itself for the reference)."""
     scratch_root = store.root / "tmp"
     logdir = Path(tempfile.mkdtemp(dir=_mkdir(scratch_root), prefix=f"serve-{artifact.variant}-"))
     try:
-        return _run(recipe, engine_name, artifact, reference, store, env, say, logdir)
+        return _run(recipe, engine_name, artifact, reference, store, envs_root, say, logdir)
     finally:
         shutil.rmtree(logdir, ignore_errors=True)
 
@@ -64,14 +64,17 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
-def _run(recipe: Recipe, engine_name: str, artifact: Artifact, reference: Artifact | None, store: Store, env: ToolEnv,
-         say: Callable[[str], None], logdir: Path) -> Measurements:
+def _run(recipe: Recipe, engine_name: str, artifact: Artifact, reference: Artifact | None, store: Store,
+         envs_root: Path, say: Callable[[str], None], logdir: Path) -> Measurements:
     log_path = logdir / SERVER_LOG
-    engine = engine_for(engine_name)(artifact, recipe.engines, env, log_path)
+    engine = engine_for(engine_name)(artifact, recipe.engines, envs_root, store.root, log_path)
+    env = engine.env
     div_metrics = div_error = None
     try:
         if reference is None:
             raise ToolFailed(f"no reference artifact on engine {engine_name} to compare with")
+        if engine.divergence_worker is None:
+            raise ToolFailed(f"divergence is not measured on engine {engine_name} yet")
         div = divergence.run(recipe.divergence, engine.divergence_worker, artifact.model_path, artifact.key,
                              reference.model_path, reference.key, store, env, engine.scorer_threads)
         div_metrics = div.metrics
@@ -98,7 +101,7 @@ def _run(recipe: Recipe, engine_name: str, artifact: Artifact, reference: Artifa
             if not have_eval:
                 say("running task evals")
                 try:
-                    eval_result = _run_evals(recipe, artifact, engine, store, env, eval_key)
+                    eval_result = _run_evals(recipe, artifact, engine, store, eval_key)
                     built.append(eval_result.folder)
                 except (ToolFailed, MeasureFailed) as exc:
                     eval_error = str(exc)
@@ -126,13 +129,11 @@ def _run(recipe: Recipe, engine_name: str, artifact: Artifact, reference: Artifa
                         div_metrics, div_error)
 
 
-def _run_evals(recipe: Recipe, artifact: Artifact, engine: Any, store: Store, env: ToolEnv,
-               eval_key: str) -> evals.EvalResult:
+def _run_evals(recipe: Recipe, artifact: Artifact, engine: Any, store: Store, eval_key: str) -> evals.EvalResult:
     with store.building(evals.STAGE, eval_key) as scratch:
         names = evals.task_names(recipe.evals.tasks)
-        request = evals.request_for(recipe.evals, artifact.model_path, engine.base_url, engine.api_key,
-                                    scratch, threads=engine.scorer_threads)
-        data = env.run_worker(engine.eval_worker, request, scratch, "lmeval.log")
+        request = evals.request_for(recipe.evals, artifact.model_path, engine, scratch)
+        data = engine.env.run_worker(engine.eval_worker, request, scratch, "lmeval.log")
         if not data["alignment"].get("passed"):
             raise MeasureFailed(f"alignment probe failed, no score recorded: {data['alignment'].get('reason')}")
         by_evalset = {evalset: data["tasks"][lm_name] for evalset, lm_name in names.items()}

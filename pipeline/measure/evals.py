@@ -16,7 +16,7 @@ import yaml
 from pipeline.recipe import EVALSETS_DIR, EvalsConfig
 
 STAGE = "evals"
-SCORER_VERSION = "2"  # bump when the way loglikelihoods are scored changes: cached evals redo
+SCORER_VERSION = "3"  # bump when the way loglikelihoods are scored changes: cached evals redo
 
 
 @dataclass(frozen=True)
@@ -79,17 +79,17 @@ def task_names(tasks: list[str]) -> dict[str, str]:
     return {t: yaml.safe_load((EVALSETS_DIR / t / f"{t}.yaml").read_text())["task"] for t in tasks}
 
 
-def request_for(config: EvalsConfig, model_path: Path, base_url: str, api_key: str, out: Path,
-                threads: int) -> dict[str, Any]:
+def request_for(config: EvalsConfig, model_path: Path, engine: Any, out: Path) -> dict[str, Any]:
     names = task_names(config.tasks)
     return {
         "model_path": str(model_path),
-        "base_url": base_url,
-        "api_key": api_key,
+        "base_url": engine.base_url,
+        "api_key": engine.api_key,
+        "served_model": engine.served_model,
         "out": str(out),
         "tasks": list(names.values()),
         "include_path": str(stage_task_configs(config.tasks, out)),
         "limit": config.limit,
         "n_ctx": 1024,
-        "threads": threads,
+        "threads": engine.scorer_threads,
     }

@@ -35,13 +35,13 @@ class Quantizer(Protocol):
     def quantize(self, variant: Any, source: SourceResult, store: Store, recipe_hash: str) -> Artifact: ...
 
 
-# variant kind -> factory taking the host's tool-environments root
-_QUANTIZERS: dict[str, Callable[[Path], Quantizer]] = {}
+# variant kind -> factory taking the host's tool-environments root and the recipe
+_QUANTIZERS: dict[str, Callable[[Path, Any], Quantizer]] = {}
 
 
-def register(kind: str, factory: Callable[[Path], Quantizer]) -> None:
+def register(kind: str, factory: Callable[[Path, Any], Quantizer]) -> None:
     _QUANTIZERS[kind] = factory
 
 
-def quantizer_for(kind: str, envs_root: Path) -> Quantizer:
-    return _QUANTIZERS[kind](envs_root)
+def quantizer_for(kind: str, envs_root: Path, recipe: Any) -> Quantizer:
+    return _QUANTIZERS[kind](envs_root, recipe)

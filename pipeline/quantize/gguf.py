@@ -97,10 +97,11 @@ class GGUFQuantizer:
                 "tensor_types_by_role": details["tensor_types_by_role"],
                 "tensors": details["tensors"],
                 "quantize_seconds": round(time.monotonic() - started, 2),
+                "peak_rss_mb": details.get("peak_rss_mb"),
             }
             write_json(scratch / MANIFEST, manifest)
             write_json(scratch / RESULT_FILE, manifest)
         return Artifact(variant.name, key, entry, entry / MODEL_FILE, manifest, cached=False)
 
 
-register("gguf", lambda envs_root: GGUFQuantizer(llamacpp_env(envs_root)))
+register("gguf", lambda envs_root, recipe: GGUFQuantizer(llamacpp_env(envs_root)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -29,7 +30,14 @@ def convert(request: dict[str, Any]) -> dict[str, Any]:
          "--outfile", str(out), "--outtype", request["outtype"].lower()],
         check=True, env=env,
     )
-    return {"seconds": round(time.monotonic() - started, 2), **inspect(out)}
+    return {"seconds": round(time.monotonic() - started, 2), "peak_rss_mb": _peak_rss_mb(), **inspect(out)}
+
+
+def _peak_rss_mb() -> float:
+    """Largest resident set of this worker or the tool it ran (converter, llama-quantize)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, children) / 1024, 1)
 
 
 def quantize(request: dict[str, Any]) -> dict[str, Any]:
@@ -39,7 +47,7 @@ def quantize(request: dict[str, Any]) -> dict[str, Any]:
         [request["llama_quantize"], request["base"], str(out), request["type"], str(request.get("threads", 2))],
         check=True,
     )
-    return {"seconds": round(time.monotonic() - started, 2), **inspect(out)}
+    return {"seconds": round(time.monotonic() - started, 2), "peak_rss_mb": _peak_rss_mb(), **inspect(out)}
 
 
 def inspect(path: Path) -> dict[str, Any]:

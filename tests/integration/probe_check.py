@@ -17,8 +17,8 @@ from pipeline.workers.lmeval_llamacpp import InProcessScorer, probe
 class ShiftedScorer(InProcessScorer):
     """Row i holds the distribution that predicts token i+2: each token is read one position late."""
 
-    def logprob_rows(self, tokens):
-        rows = super().logprob_rows(tokens)
+    def logprob_rows(self, tokens, first=0):
+        rows = super().logprob_rows(tokens, first)
         return np.vstack([rows[1:], rows[-1:]])
 
 

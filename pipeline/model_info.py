@@ -1,0 +1,103 @@
+"""Layer widths and module names of a model source, read without loading it (standard library only).
+
+Plan-time checks need them: a quantization group size must divide every layer width it is applied
+to, and an ignore pattern must match some module. A hub model without a network gives None.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+# Architectures whose Linear modules are named like Llama's (what the ignore check enumerates).
+LLAMA_LIKE = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    architecture: str
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    head_dim: int
+
+    def linear_widths(self) -> dict[str, int]:
+        """Input width of each kind of Linear (what a weight group spans)."""
+        return {"attention and MLP inputs (hidden_size)": self.hidden_size,
+                "MLP down_proj input (intermediate_size)": self.intermediate_size}
+
+    def linear_modules(self) -> list[str] | None:
+        if self.architecture not in LLAMA_LIKE:
+            return None
+        names = ["lm_head"]
+        for i in range(self.num_layers):
+            names += [f"model.layers.{i}.self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "o_proj")]
+            names += [f"model.layers.{i}.mlp.{p}" for p in ("gate_proj", "up_proj", "down_proj")]
+        return names
+
+
+def pattern_matches(pattern: str, modules: list[str]) -> bool:
+    """llm-compressor's ignore semantics: 're:<regex>' searched in names, else a name or class name."""
+    if pattern.startswith("re:"):
+        regex = re.compile(pattern[3:])
+        return any(regex.match(name) for name in modules)
+    return pattern in modules or pattern == "Linear" or any(name.endswith("." + pattern) for name in modules)
+
+
+def from_config(path: Path) -> ModelInfo:
+    config = json.loads((path / "config.json").read_text())
+    hidden = int(config["hidden_size"])
+    heads = int(config.get("num_attention_heads", 1))
+    return ModelInfo(config.get("architectures", ["?"])[0], hidden, int(config.get("intermediate_size", hidden * 4)),
+                     int(config["num_hidden_layers"]), int(config.get("head_dim") or hidden // heads))
+
+
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def from_gguf(path: Path) -> ModelInfo:
+    """Read the metadata of a GGUF file (v2/v3 header), skipping everything but the few keys needed."""
+    wanted: dict[str, object] = {}
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ValueError(f"{path} is not a GGUF file")
+        _version, _n_tensors, n_kv = struct.unpack("<IQQ", f.read(20))
+
+        def read_str() -> str:
+            (length,) = struct.unpack("<Q", f.read(8))
+            return f.read(length).decode("utf-8", errors="replace")
+
+        def read_value(kind: int) -> object:
+            if kind == 8:
+                return read_str()
+            if kind == 9:
+                item_kind, count = struct.unpack("<IQ", f.read(12))
+                if item_kind in _GGUF_SCALARS:  # skip arrays of scalars in one seek
+                    f.seek(count * struct.calcsize("<" + _GGUF_SCALARS[item_kind]), 1)
+                    return None
+                for _ in range(count):
+                    read_value(item_kind)
+                return None
+            fmt = "<" + _GGUF_SCALARS[kind]
+            return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+
+        for _ in range(n_kv):
+            key = read_str()
+            (kind,) = struct.unpack("<I", f.read(4))
+            value = read_value(kind)
+            if key == "general.architecture" or key.endswith((".embedding_length", ".feed_forward_length",
+                                                              ".block_count", ".attention.head_count")):
+                wanted[key] = value
+    arch = str(wanted["general.architecture"])
+    hidden = int(wanted[f"{arch}.embedding_length"])  # type: ignore[arg-type]
+    heads = int(wanted.get(f"{arch}.attention.head_count", 1))  # type: ignore[arg-type]
+    architecture = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}.get(arch, arch)
+    return ModelInfo(architecture, hidden, int(wanted[f"{arch}.feed_forward_length"]),  # type: ignore[arg-type]
+                     int(wanted[f"{arch}.block_count"]), hidden // heads)  # type: ignore[arg-type]
+
+
+def divisors(n: int, minimum: int = 8) -> list[int]:
+    return [d for d in range(minimum, n + 1) if n % d == 0]

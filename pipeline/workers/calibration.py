@@ -1,0 +1,64 @@
+"""Calibration texts for llm-compressor (standard library only, so the orchestrator can count them
+at plan time and the quantizer environment can load them the same way).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib.util
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+# Modules with long, plain-English docstrings; the same on every CPython 3.11+.
+BUILTIN_MODULES = (
+    "argparse", "asyncio", "collections", "concurrent.futures", "contextlib", "csv", "dataclasses", "datetime",
+    "decimal", "difflib", "email", "enum", "fractions", "functools", "heapq", "http.client", "inspect",
+    "ipaddress", "json", "logging", "mailbox", "pathlib", "pickle", "pprint", "random", "re",
+    "shutil", "socket", "sqlite3", "statistics", "string", "subprocess", "tarfile", "tempfile", "textwrap",
+    "threading", "timeit", "typing", "unittest", "urllib.parse", "uuid", "warnings", "zipfile",
+)
+MIN_CHARS = 200
+
+
+def builtin_texts() -> list[str]:
+    return list(_builtin_texts())
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin_texts() -> tuple[str, ...]:
+    """Docstrings of standard-library modules, classes and functions, longest first, deduplicated.
+
+    Read from the source files with `ast`, not by importing: what an import exposes depends on
+    what else the process imported, and calibration data must be the same in every process.
+    """
+    seen: set[str] = set()
+    texts: list[str] = []
+    for name in BUILTIN_MODULES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not str(spec.origin).endswith(".py"):
+            continue  # a C module: no source to read
+        tree = ast.parse(Path(spec.origin).read_text())
+        nodes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
+        for node in nodes:
+            doc = inspect.cleandoc(ast.get_docstring(node, clean=False) or "")
+            if len(doc) >= MIN_CHARS and doc not in seen:
+                seen.add(doc)
+                texts.append(doc)
+    return tuple(sorted(texts, key=lambda t: (-len(t), t)))
+
+
+def file_texts(path: Path, text_field: str = "text") -> list[str]:
+    """A .jsonl file (one record per line, `text_field`), a .txt file (paragraphs) or a folder of .txt files."""
+    if path.is_dir():
+        return [t for p in sorted(path.glob("*.txt")) for t in file_texts(p)]
+    if path.suffix == ".jsonl":
+        texts = []
+        for line in path.read_text().splitlines():
+            if line.strip():
+                record: Any = json.loads(line)
+                texts.append(str(record[text_field]))
+        return [t for t in texts if t.strip()]
+    return [p.strip() for p in path.read_text().split("\n\n") if p.strip()]

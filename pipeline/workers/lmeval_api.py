@@ -1,0 +1,75 @@
+"""lm-eval against an OpenAI-compatible server that returns correct prompt logprobs (runs in the vLLM env).
+
+First the alignment probe, server against itself: greedy tokens generated with their logprobs must be
+the top-1, with the same logprobs, when the same sequence is scored with `echo`. Then lm-eval's
+`local-completions` model with per-sample logging.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.workers._io import serve_request
+from pipeline.workers.alignment import PROBE_PROMPT, check_alignment
+from pipeline.workers.lmeval_results import task_scores
+
+
+def _token_id(token: str) -> int:
+    return int(token.removeprefix("token_id:"))
+
+
+def probe(base_url: str, api_key: str, model: str, n_predict: int = 12) -> dict[str, Any]:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"}
+    with httpx.Client(headers=headers, timeout=300) as client:
+        prompt = client.post(f"{base_url}/tokenize", json={"model": model, "prompt": PROBE_PROMPT}).json()["tokens"]
+        gen = client.post(f"{base_url}/v1/completions", json={
+            "model": model, "prompt": prompt, "max_tokens": n_predict, "temperature": 0, "logprobs": 1,
+            "ignore_eos": True, "return_tokens_as_token_ids": True}).json()["choices"][0]["logprobs"]
+        generated = [{"id": _token_id(t), "logprob": float(lp)} for t, lp in zip(gen["tokens"], gen["token_logprobs"])]
+        scored = client.post(f"{base_url}/v1/completions", json={
+            "model": model, "prompt": prompt + [g["id"] for g in generated], "max_tokens": 1, "temperature": 0,
+            "echo": True, "logprobs": 2, "return_tokens_as_token_ids": True}).json()["choices"][0]["logprobs"]
+    rows = []
+    for j, g in enumerate(generated):
+        position = len(prompt) + j
+        top = sorted(((float(lp), _token_id(t)) for t, lp in (scored["top_logprobs"][position] or {}).items()),
+                     reverse=True)
+        rows.append({"top1_id": top[0][1], "top1_logprob": top[0][0],
+                     "top2_logprob": top[1][0] if len(top) > 1 else top[0][0] - 99,
+                     "token_logprob": float(scored["token_logprobs"][position])})
+    return {**check_alignment(generated, rows), "server_tokens": generated, "scorer_rows": rows}
+
+
+def evaluate(request: dict[str, Any]) -> dict[str, Any]:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    started = time.monotonic()
+    out = Path(request["out"])
+    alignment = probe(request["base_url"], request["api_key"], request["served_model"])
+    (out / "alignment_probe.json").write_text(json.dumps(alignment, indent=2))
+    summary = {k: v for k, v in alignment.items() if k not in ("server_tokens", "scorer_rows")}
+    if not alignment["passed"]:
+        return {"alignment": summary, "tasks": {}, "seconds": round(time.monotonic() - started, 2)}
+    os.environ["OPENAI_API_KEY"] = request["api_key"]  # lm-eval's local-completions reads it from here
+    results = simple_evaluate(
+        model="local-completions",
+        model_args={"model": request["served_model"], "base_url": f"{request['base_url']}/v1/completions",
+                    "tokenizer_backend": "huggingface", "tokenizer": request["model_path"],
+                    "tokenized_requests": False, "num_concurrent": request.get("concurrency", 4), "max_retries": 3},
+        tasks=request["tasks"], task_manager=TaskManager(include_path=request["include_path"]),
+        limit=request.get("limit"), log_samples=True, bootstrap_iters=0,
+    )
+    tasks = task_scores(results, request["tasks"], out)
+    return {"alignment": summary, "tasks": tasks, "lm_eval_version": results.get("lm_eval_version"),
+            "seconds": round(time.monotonic() - started, 2)}
+
+
+if __name__ == "__main__":
+    serve_request(evaluate)

@@ -45,6 +45,8 @@ class VariantEvidence:
     bench_error: str | None = None
     divergence: dict[str, Any] | None = None  # vs the engine's reference; None if not measured
     divergence_error: str | None = None
+    parity: dict[str, Any] | None = None  # references: engine vs transformers ({"mean_abs_diff", "limit", …})
+    parity_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,20 @@ def task_checks(variant: VariantEvidence, reference: VariantEvidence, tasks: lis
     return checks, comparisons
 
 
+def parity_check(reference: VariantEvidence) -> Check:
+    """The engine's reference must agree with transformers, or its deltas measure the engine."""
+    p = reference.parity or {}
+    value, limit = p.get("mean_abs_diff"), p.get("limit")
+    if not (_finite(value) and _finite(limit)):
+        return Check("engine_parity", False, None, limit if _finite(limit) else None,
+                     f"engine check missing for reference {reference.name} on {reference.engine}:"
+                     f" {reference.parity_error or 'not measured'}")
+    ok = value <= limit
+    return Check("engine_parity", ok, value, limit,
+                 f"engine check: reference {reference.name} on {reference.engine} vs transformers, mean"
+                 f" |Δ logprob| {value:.4f} nats/token (limit {limit})")
+
+
 def divergence_checks(variant: VariantEvidence, reference: VariantEvidence, gates: Gates) -> list[Check]:
     if gates.max_kld is None and gates.max_flip_rate is None:
         return []
@@ -183,6 +199,7 @@ def decide(evidence: list[VariantEvidence], tasks: list[str], gates: Gates, slo:
             checks = [Check("reference", False, None, None, f"no reference measured on engine {variant.engine}")]
         else:
             checks, comparisons = task_checks(variant, reference, tasks, gates)
+            checks.append(parity_check(reference))
             checks += divergence_checks(variant, reference, gates)
         checks += slo_checks(variant, slo)
         tps = (variant.bench or {}).get("output_tokens_per_s")

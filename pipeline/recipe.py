@@ -284,6 +284,16 @@ class DivergenceConfig(Strict):
         return value
 
 
+class ParityConfig(Strict):
+    """Engine check: each engine's reference vs the model under transformers, by prompt logprobs."""
+
+    text: str = Field("stdlib:difflib", description="'stdlib:<module>' or a path to a UTF-8 text file")
+    tokens: int = Field(256, ge=16)
+    max_mean_abs_diff: float = Field(0.1, gt=0, description="nats per token")
+
+    _text_source = field_validator("text")(DivergenceConfig._text_source.__func__)  # type: ignore[attr-defined]
+
+
 class Gates(Strict):
     """The quality bar. Accuracy drops are judged by their one-sided paired-bootstrap upper bound."""
 
@@ -319,6 +329,7 @@ class Recipe(Strict):
     bench: BenchConfig = BenchConfig()
     calibration: CalibrationConfig = CalibrationConfig()
     divergence: DivergenceConfig = DivergenceConfig()
+    parity: ParityConfig = ParityConfig()
     slo: SLO = SLO()
     gates: Gates = Gates()
     hardware: Hardware

@@ -82,10 +82,11 @@ def run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[st
         say(f"{label} quantize {'cached' if outcome.artifact.cached else f'done in {time.monotonic() - t0:.1f} s'}"
             f" ({manifest['file_bytes'] / 1e6:.0f} MB, {manifest['bits_per_weight']} bits/weight)")
         outcome.measurements = measure.run(recipe, variant.engine, outcome.artifact, references.get(variant.engine),
-                                           store, settings.envs,
+                                           store, settings.envs, model,
                                            say=lambda msg, label=label: say(f"{label} {msg}"))
         m = outcome.measurements
-        for what, error in (("divergence", m.divergence_error), ("evals", m.eval_error), ("bench", m.bench_error)):
+        for what, error in (("engine parity", m.parity_error), ("divergence", m.divergence_error),
+                            ("evals", m.eval_error), ("bench", m.bench_error)):
             if error:
                 say(f"{label} {what} FAILED: {error}")
 
@@ -138,7 +139,9 @@ def _evidence(outcome: VariantOutcome) -> promote.VariantEvidence:
     alignment = m.evals.alignment.get("passed") if m.evals else None
     return promote.VariantEvidence(outcome.name, outcome.engine, outcome.reference, correct, alignment,
                                    m.eval_error, m.bench.to_json() if m.bench and not m.bench_error else None,
-                                   m.bench_error, m.divergence, m.divergence_error)
+                                   m.bench_error, m.divergence, m.divergence_error,
+                                   m.parity if outcome.reference else None,
+                                   m.parity_error if outcome.reference else None)
 
 
 def build_report(recipe: Recipe, plan: Plan, outcomes: list[VariantOutcome], decision: promote.Decision) -> dict:
@@ -157,6 +160,7 @@ def build_report(recipe: Recipe, plan: Plan, outcomes: list[VariantOutcome], dec
             "quantize_seconds": manifest.get("quantize_seconds"), "peak_rss_mb": manifest.get("peak_rss_mb"),
             "accuracy": {}, "delta": {}, "delta_upper": {}, "flips": {},
             "divergence": m.divergence if m else None,
+            "parity": m.parity if m and outcome.reference else None,
             "bench": m.bench.to_json() if m and m.bench else None,
             "usd_per_1m_tokens": verdict.usd_per_1m_tokens, "passed": verdict.passed, "promoted": verdict.promoted,
             "reasons": verdict.reasons,
@@ -187,6 +191,8 @@ def variant_metrics(outcome: VariantOutcome, verdict: promote.Verdict, report: d
             metrics[f"{task}.drop_upper"] = row["delta_upper"][task]
             metrics[f"{task}.right_to_wrong"] = row["flips"][task]["right_to_wrong"]
             metrics[f"{task}.wrong_to_right"] = row["flips"][task]["wrong_to_right"]
+    if row["parity"] and row["parity"].get("mean_abs_diff") is not None:
+        metrics["engine_parity_mean_abs_diff"] = row["parity"]["mean_abs_diff"]
     for name in ("kld_mean", "kld_p99", "flip_rate", "ppl_ratio"):
         value = (row["divergence"] or {}).get(name)
         if value is not None:

@@ -8,13 +8,13 @@ import os
 from pathlib import Path
 
 from pipeline.engines import register
-from pipeline.engines.server import ServerProcess, free_port, new_api_key
+from pipeline.engines.server import ServedEngine, ServerProcess, free_port, new_api_key
 from pipeline.quantize import Artifact
 from pipeline.recipe import LlamaCppEngineConfig
 from pipeline.toolenv import ToolEnv, llamacpp_binary, llamacpp_env
 
 
-class LlamaServerEngine:
+class LlamaServerEngine(ServedEngine):
     name = "llamacpp"
     eval_worker = "pipeline.workers.lmeval_llamacpp"
     divergence_worker = "pipeline.workers.divergence_llamacpp"
@@ -45,16 +45,11 @@ class LlamaServerEngine:
         # /health answers 503 while the model loads and 200 once it can serve.
         self.server = ServerProcess(argv, f"{self.base_url}/health", log_path, config.ready_timeout_s)
 
-    @property
-    def ready_seconds(self) -> float | None:
-        return self.server.ready_seconds
-
-    def __enter__(self) -> "LlamaServerEngine":
-        self.server.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.__exit__(*exc)
+    def prompt_logprobs(self, token_ids: list[int], workdir: Path) -> list[float]:
+        """log P(t_i | t_<i) for i ≥ 1, from the in-process scorer (the server cannot give them)."""
+        return self.env.run_worker("pipeline.workers.parity_llamacpp", {
+            "model_path": str(self.artifact.model_path), "token_ids": token_ids, "threads": self.scorer_threads,
+        }, workdir, "parity.log")["token_logprobs"]
 
 
 register("llamacpp", lambda artifact, engines, envs_root, artifacts_root, log_path:

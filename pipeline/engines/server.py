@@ -105,3 +105,20 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ServedEngine:
+    """Context-manager plumbing shared by engines that run one `ServerProcess` (set as self.server)."""
+
+    server: ServerProcess
+
+    @property
+    def ready_seconds(self) -> float | None:
+        return self.server.ready_seconds
+
+    def __enter__(self):
+        self.server.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.__exit__(*exc)

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
+
 from pipeline.engines import register
-from pipeline.engines.server import ServerProcess, free_port, new_api_key
+from pipeline.engines.server import ServedEngine, ServerProcess, free_port, new_api_key
 from pipeline.quantize import Artifact
 from pipeline.recipe import VLLMEngineConfig
 from pipeline.toolenv import ToolEnv, vllm_env
 
 
-class VLLMServerEngine:
+class VLLMServerEngine(ServedEngine):
     name = "vllm"
     eval_worker = "pipeline.workers.lmeval_api"
     divergence_worker = None  # needs prompt top-k logprobs from two servers: not measured yet
@@ -51,16 +53,13 @@ class VLLMServerEngine:
         })
         self.server = ServerProcess(argv, f"{self.base_url}/health", log_path, config.ready_timeout_s, env=environ)
 
-    @property
-    def ready_seconds(self) -> float | None:
-        return self.server.ready_seconds
-
-    def __enter__(self) -> "VLLMServerEngine":
-        self.server.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.__exit__(*exc)
+    def prompt_logprobs(self, token_ids: list[int], workdir: Path) -> list[float]:
+        """log P(t_i | t_<i) for i ≥ 1, from the running server (`echo` returns them aligned)."""
+        response = httpx.post(f"{self.base_url}/v1/completions", headers={"Authorization": f"Bearer {self.api_key}"},
+                              json={"model": self.served_model, "prompt": token_ids, "max_tokens": 1,
+                                    "temperature": 0, "echo": True, "logprobs": 0}, timeout=300)
+        response.raise_for_status()
+        return [float(x) for x in response.json()["choices"][0]["logprobs"]["token_logprobs"][1:len(token_ids)]]
 
 
 register("vllm", lambda artifact, engines, envs_root, artifacts_root, log_path:

@@ -12,13 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import httpx
+
 from pipeline.artifacts import RESULT_FILE, Store, content_key, write_json
 from pipeline.engines import engine_for
 from pipeline.engines.server import ServerFailed
-from pipeline.measure import bench, divergence, evals
+from pipeline.measure import bench, divergence, evals, parity
 from pipeline.quantize import Artifact
 from pipeline.recipe import Recipe
-from pipeline.toolenv import ToolFailed
+from pipeline.source import SourceResult
+from pipeline.toolenv import ToolFailed, llamacpp_env
 
 SERVER_LOG = "server.log"
 
@@ -37,6 +40,8 @@ class Measurements:
     server_log: Path | None
     divergence: dict[str, Any] | None = None
     divergence_error: str | None = None
+    parity: dict[str, Any] | None = None  # references only: engine vs transformers
+    parity_error: str | None = None
 
 
 def keys(recipe: Recipe, variant_engine: str, artifact_key: str) -> tuple[str, str]:
@@ -49,12 +54,12 @@ def keys(recipe: Recipe, variant_engine: str, artifact_key: str) -> tuple[str, s
 
 
 def run(recipe: Recipe, engine_name: str, artifact: Artifact, reference: Artifact | None, store: Store,
-        envs_root: Path, say: Callable[[str], None] = lambda _: None) -> Measurements:
+        envs_root: Path, source: SourceResult, say: Callable[[str], None] = lambda _: None) -> Measurements:
     """Every measurement of `artifact`; `reference` is its engine's reference (itself for the reference)."""
     scratch_root = store.root / "tmp"
     logdir = Path(tempfile.mkdtemp(dir=_mkdir(scratch_root), prefix=f"serve-{artifact.variant}-"))
     try:
-        return _run(recipe, engine_name, artifact, reference, store, envs_root, say, logdir)
+        return _run(recipe, engine_name, artifact, reference, store, envs_root, source, say, logdir)
     finally:
         shutil.rmtree(logdir, ignore_errors=True)
 
@@ -65,7 +70,7 @@ def _mkdir(path: Path) -> Path:
 
 
 def _run(recipe: Recipe, engine_name: str, artifact: Artifact, reference: Artifact | None, store: Store,
-         envs_root: Path, say: Callable[[str], None], logdir: Path) -> Measurements:
+         envs_root: Path, source: SourceResult, say: Callable[[str], None], logdir: Path) -> Measurements:
     log_path = logdir / SERVER_LOG
     engine = engine_for(engine_name)(artifact, recipe.engines, envs_root, store.root, log_path)
     env = engine.env
@@ -85,12 +90,18 @@ def _run(recipe: Recipe, engine_name: str, artifact: Artifact, reference: Artifa
         div_error = str(exc)
     eval_key, bench_key = keys(recipe, engine_name, artifact.key)
     have_eval, have_bench = store.has(evals.STAGE, eval_key), store.has(bench.STAGE, bench_key)
+    is_reference = reference is not None and reference.key == artifact.key
+    parity_key = content_key(parity.STAGE, artifact.key, engine_name, recipe.parity.model_dump())
+    have_parity = not is_reference or store.has(parity.STAGE, parity_key)
+    parity_result = store.result(parity.STAGE, parity_key) if is_reference and have_parity else None
+    parity_error = None
     eval_result = (evals.EvalResult.from_json(eval_key, store.entry(evals.STAGE, eval_key),
                                               store.result(evals.STAGE, eval_key), cached=True) if have_eval else None)
     bench_result = bench.BenchResult(**store.result(bench.STAGE, bench_key)) if have_bench else None
-    if have_eval and have_bench:
+    if have_eval and have_bench and have_parity:
         return Measurements(eval_result, bench_result, store.entry(bench.STAGE, bench_key), None, None,
-                            store.entry(bench.STAGE, bench_key) / SERVER_LOG, div_metrics, div_error)
+                            store.entry(bench.STAGE, bench_key) / SERVER_LOG, div_metrics, div_error,
+                            parity_result)
 
     eval_error = bench_error = None
     built: list[Path] = []
@@ -98,6 +109,12 @@ def _run(recipe: Recipe, engine_name: str, artifact: Artifact, reference: Artifa
         say(f"starting {engine_name} server")
         with engine:
             say(f"server ready in {engine.ready_seconds} s")
+            if not have_parity:
+                try:
+                    parity_result = _run_parity(recipe, engine, source, store, parity_key, envs_root)
+                    say(f"engine parity vs transformers: mean |Δ logprob| {parity_result['mean_abs_diff']} nats/token")
+                except (ToolFailed, httpx.HTTPError, KeyError) as exc:
+                    parity_error = f"{type(exc).__name__}: {exc}"
             if not have_eval:
                 say("running task evals")
                 try:
@@ -126,7 +143,18 @@ def _run(recipe: Recipe, engine_name: str, artifact: Artifact, reference: Artifa
     bench_folder = store.entry(bench.STAGE, bench_key) if store.has(bench.STAGE, bench_key) else None
     server_log = next((f / SERVER_LOG for f in built if (f / SERVER_LOG).is_file()), None)
     return Measurements(eval_result, bench_result, bench_folder, eval_error, bench_error, server_log,
-                        div_metrics, div_error)
+                        div_metrics, div_error, parity_result, parity_error)
+
+
+def _run_parity(recipe: Recipe, engine: Any, source: SourceResult, store: Store, parity_key: str,
+                envs_root: Path) -> dict[str, Any]:
+    hf = parity.transformers_logprobs(recipe.parity, source, store, llamacpp_env(envs_root))
+    with store.building(parity.STAGE, parity_key) as scratch:
+        ours = engine.prompt_logprobs(hf["token_ids"], scratch)
+        result = {**parity.compare(ours, hf["token_logprobs"]), "engine": engine.name,
+                  "limit": recipe.parity.max_mean_abs_diff}
+        write_json(scratch / RESULT_FILE, result)
+    return result
 
 
 def _run_evals(recipe: Recipe, artifact: Artifact, engine: Any, store: Store, eval_key: str) -> evals.EvalResult:

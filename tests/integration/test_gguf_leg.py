@@ -130,6 +130,12 @@ def test_divergence_is_zero_for_the_reference_and_grows_with_compression(report)
     assert 0 <= divergence["q8_0"]["flip_rate"] <= divergence["q4_k_m"]["flip_rate"] <= 1
 
 
+def test_reference_agrees_with_transformers(report):
+    parity = _row(report, "f16")["parity"]
+    assert parity["n"] == 255 and parity["mean_abs_diff"] < 0.1, parity
+    assert all(_row(report, name)["parity"] is None for name, _ in VARIANTS[1:])  # references only
+
+
 def test_bench_measured_latency_and_throughput(report):
     for name, _ in VARIANTS:
         bench = _row(report, name)["bench"]

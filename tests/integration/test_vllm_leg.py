@@ -83,6 +83,12 @@ def test_every_variant_serves_evaluates_and_benchmarks(run, name):
     assert not any("eval failed" in reason for reason in row["reasons"]), row["reasons"]
 
 
+def test_vllm_reference_agrees_with_transformers(run):
+    _, report = run
+    parity = _row(report, "bf16")["parity"]
+    assert parity["n"] == 255 and parity["mean_abs_diff"] < parity["limit"], parity
+
+
 def test_smaller_schemes_store_fewer_bits(run):
     _, report = run
     bits = {r["variant"]: r["bits_per_weight"] for r in report["rows"]}

@@ -60,11 +60,15 @@ def div(kld: float = 0.01, flip_rate: float = 0.02) -> dict:
     return {"kld_mean": kld, "kld_median": kld / 2, "kld_p99": kld * 10, "flip_rate": flip_rate, "ppl_ratio": 1.01}
 
 
+PARITY_OK = {"mean_abs_diff": 0.02, "max_abs_diff": 0.2, "limit": 0.1, "n": 255}
+
+
 def ev(name: str, r2w: int = 0, w2r: int = 0, tok_s: float = 50.0, reference: bool = False,
        engine: str = "llamacpp", **changes) -> VariantEvidence:
     base = VariantEvidence(name=name, engine=engine, is_reference=reference,
                            correct={"agreement": flipped(REF, r2w, w2r)}, alignment_passed=True, eval_error=None,
-                           bench=bench(tok_s), divergence=div(0.0, 0.0) if reference else div())
+                           bench=bench(tok_s), divergence=div(0.0, 0.0) if reference else div(),
+                           parity=PARITY_OK if reference else None)
     return replace(base, **changes)
 
 
@@ -420,3 +424,23 @@ def test_decision_serialises_with_comparisons():
     q4 = next(v for v in out["verdicts"] if v["variant"] == "q4")
     assert q4["comparisons"]["agreement"]["right_to_wrong"] == 60
     assert q4["reasons"] and not q4["passed"]
+
+
+def test_engine_parity_off_by_more_than_its_limit_fails_every_variant_on_that_engine():
+    bad = {**PARITY_OK, "mean_abs_diff": 0.3}
+    decision = run([ev("f16", reference=True, tok_s=10.0, parity=bad), ev("q8", tok_s=20.0),
+                    ev("bf16", reference=True, engine="vllm", tok_s=5.0), ev("w8", engine="vllm", tok_s=8.0)])
+    for name in ("f16", "q8"):
+        assert any("engine check" in r and "0.3000" in r for r in verdict(decision, name).reasons)
+    assert verdict(decision, "w8").passed and decision.winner == "w8"
+
+
+@pytest.mark.parametrize("parity, error", [(None, "server crashed"), (None, None),
+                                           ({**PARITY_OK, "mean_abs_diff": math.nan}, None)])
+def test_missing_engine_parity_fails_closed(parity, error):
+    decision = run([ev("f16", reference=True, tok_s=10.0, parity=parity, parity_error=error), ev("q8", tok_s=20.0)])
+    assert decision.winner is None
+    reasons = verdict(decision, "q8").reasons
+    assert any("engine check missing" in r for r in reasons)
+    if error:
+        assert any(error in r for r in reasons)

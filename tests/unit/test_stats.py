@@ -160,7 +160,8 @@ def _decide(n_right: int, n: int, r2w: int, w2r: int):
     ref = items(n_right, n)
     bench = {"error_rate": 0.0, "output_tokens_per_s": 50.0}
     evidence = [
-        VariantEvidence("f16", "llamacpp", True, {"t": ref}, True, None, {**bench, "output_tokens_per_s": 10.0}),
+        VariantEvidence("f16", "llamacpp", True, {"t": ref}, True, None, {**bench, "output_tokens_per_s": 10.0},
+                        parity={"mean_abs_diff": 0.01, "limit": 0.1, "n": 255}),
         VariantEvidence("q4", "llamacpp", False, {"t": flipped(ref, r2w, w2r)}, True, None, bench),
     ]
     gates = Gates(max_accuracy_drop=0.02, bootstrap_iters=1000)

@@ -265,33 +265,44 @@ class SLO(Strict):
     max_error_rate: float = Field(0.0, ge=0, le=1)
 
 
-class DivergenceConfig(Strict):
-    """Next-token divergence of each variant vs its engine's reference over a fixed text.
-
-    The default text is the standard library's difflib.py: on every machine, not written for this.
-    """
+class _FixedText(Strict):
+    """A text that exists on every machine and was not written for this: a standard-library module
+    (its .py source) by default, or a UTF-8 file."""
 
     text: str = Field("stdlib:difflib", description="'stdlib:<module>' or a path to a UTF-8 text file")
-    windows: int = Field(8, ge=1)
-    window_tokens: int = Field(512, ge=16)
 
     @field_validator("text")
     @classmethod
     def _text_source(cls, value: str) -> str:
-        if value.startswith("stdlib:"):
-            if not re.fullmatch(r"stdlib:[a-z_][a-z0-9_.]*", value):
-                raise ValueError(f"{value!r} is not 'stdlib:<module>' (e.g. stdlib:difflib)")
+        if value.startswith("stdlib:") and not re.fullmatch(r"stdlib:[a-z_][a-z0-9_.]*", value):
+            raise ValueError(f"{value!r} is not 'stdlib:<module>' (e.g. stdlib:difflib)")
         return value
 
+    def path(self) -> Path | None:
+        """The text's file on this machine, or None if there is none."""
+        if self.text.startswith("stdlib:"):
+            try:
+                spec = importlib.util.find_spec(self.text.removeprefix("stdlib:"))
+            except (ImportError, ValueError):
+                return None
+            if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+                return None
+            return Path(spec.origin)
+        return Path(self.text) if Path(self.text).is_file() else None
 
-class ParityConfig(Strict):
+
+class DivergenceConfig(_FixedText):
+    """Next-token divergence of each variant vs its engine's reference over `text`."""
+
+    windows: int = Field(8, ge=1)
+    window_tokens: int = Field(512, ge=16)
+
+
+class ParityConfig(_FixedText):
     """Engine check: each engine's reference vs the model under transformers, by prompt logprobs."""
 
-    text: str = Field("stdlib:difflib", description="'stdlib:<module>' or a path to a UTF-8 text file")
     tokens: int = Field(256, ge=16)
     max_mean_abs_diff: float = Field(0.1, gt=0, description="nats per token")
-
-    _text_source = field_validator("text")(DivergenceConfig._text_source.__func__)  # type: ignore[attr-defined]
 
 
 class Gates(Strict):
@@ -508,6 +519,14 @@ def _resolve_paths(recipe: Recipe, recipe_path: Path) -> Recipe:
     if calibration.path is not None:
         calibration = calibration.model_copy(update={"path": (base / calibration.path).resolve()})
         recipe = recipe.model_copy(update={"calibration": calibration})
+    for section in ("divergence", "parity"):
+        config = getattr(recipe, section)
+        if not config.text.startswith("stdlib:"):
+            config = config.model_copy(update={"text": str((base / config.text).resolve())})
+            recipe = recipe.model_copy(update={section: config})
+        if config.path() is None:
+            raise RecipeError(f"{recipe_path}: {section}.text: {config.text!r} is neither a standard-library module"
+                              " with a .py source nor a readable file")
     _check_against_model(recipe, recipe_path)
     return recipe
 

@@ -6,13 +6,12 @@ itself: it must come out at exactly 0, or the measurement adds noise of its own.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import RESULT_FILE, Store, content_key, sha256_file, write_json
-from pipeline.recipe import DivergenceConfig, RecipeError
+from pipeline.recipe import DivergenceConfig, ParityConfig, RecipeError
 from pipeline.toolenv import ToolEnv
 
 STAGE = "divergence"
@@ -26,16 +25,11 @@ class DivergenceResult:
     cached: bool
 
 
-def text_path(config: DivergenceConfig) -> Path:
-    """The divergence text on this machine ('stdlib:difflib' is the standard library's difflib.py)."""
-    if config.text.startswith("stdlib:"):
-        spec = importlib.util.find_spec(config.text.removeprefix("stdlib:"))
-        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-            raise RecipeError(f"divergence.text: {config.text!r} is not a standard-library module with a .py source")
-        return Path(spec.origin)
-    path = Path(config.text)
-    if not path.is_file():
-        raise RecipeError(f"divergence.text: file {config.text} not found")
+def text_path(config: DivergenceConfig | ParityConfig) -> Path:
+    """The text on this machine ('stdlib:difflib' is the standard library's difflib.py)."""
+    path = config.path()
+    if path is None:  # load_recipe checked it; the file went away since
+        raise RecipeError(f"text {config.text!r} is no longer there")
     return path
 
 

@@ -112,3 +112,18 @@ def test_calibration_file_formats(tmp_path):
     assert file_texts(tmp_path / "a.txt") == ["first paragraph", "second paragraph"]
     assert file_texts(tmp_path / "d.jsonl", "body") == ["x"]
     assert file_texts(tmp_path) == ["first paragraph", "second paragraph"]
+
+
+@pytest.mark.parametrize("section", ["divergence", "parity"])
+@pytest.mark.parametrize("text, ok", [("stdlib:difflib", True), ("stdlib:no_such_module_here", False),
+                                      ("stdlib:Bad Name", False), ("corpus.txt", True), ("missing.txt", False)])
+def test_fixed_texts_must_exist_before_any_work(tmp_path, section, text, ok):
+    (tmp_path / "corpus.txt").write_text("some text " * 100)
+    path = write(tmp_path, [])
+    data = yaml.safe_load(path.read_text())
+    data[section] = {"text": text}
+    path.write_text(yaml.safe_dump(data))
+    if ok:
+        assert getattr(load_recipe(path), section).path().is_file()
+    else:
+        assert f"{section}.text" in error(path)

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from pipeline.engines import register
-from pipeline.engines.server import ServedEngine, ServerProcess, free_port, new_api_key
+from pipeline.engines.server import ServedEngine, ServerProcess
 from pipeline.quantize import Artifact
 from pipeline.recipe import LlamaCppEngineConfig
 from pipeline.toolenv import ToolEnv, llamacpp_binary, llamacpp_env
@@ -20,13 +20,8 @@ class LlamaServerEngine(ServedEngine):
     divergence_worker = "pipeline.workers.divergence_llamacpp"
 
     def __init__(self, artifact: Artifact, config: LlamaCppEngineConfig, env: ToolEnv, log_path: Path):
-        self.artifact = artifact
+        super().__init__(artifact, env)
         self.config = config
-        self.env = env
-        self.api_key = new_api_key()
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.served_model = artifact.variant
         # The scorer runs while the server idles, so it may use every core.
         self.scorer_threads = config.scorer_threads or os.cpu_count() or 1
         argv = [

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import httpx
 
@@ -108,9 +108,18 @@ class ServerProcess:
 
 
 class ServedEngine:
-    """Context-manager plumbing shared by engines that run one `ServerProcess` (set as self.server)."""
+    """What engines that run one `ServerProcess` (set as self.server) share: a loopback address with
+    a fresh port and API key, the served name, and the context-manager plumbing."""
 
     server: ServerProcess
+
+    def __init__(self, artifact: Any, env: Any):
+        self.artifact = artifact
+        self.env = env
+        self.api_key = new_api_key()
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.served_model = artifact.variant
 
     @property
     def ready_seconds(self) -> float | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from pipeline.engines import register
-from pipeline.engines.server import ServedEngine, ServerProcess, free_port, new_api_key
+from pipeline.engines.server import ServedEngine, ServerProcess
 from pipeline.quantize import Artifact
 from pipeline.recipe import VLLMEngineConfig
 from pipeline.toolenv import ToolEnv, vllm_env
@@ -22,13 +22,8 @@ class VLLMServerEngine(ServedEngine):
     divergence_worker = None  # needs prompt top-k logprobs from two servers: not measured yet
 
     def __init__(self, artifact: Artifact, config: VLLMEngineConfig, env: ToolEnv, cache_root: Path, log_path: Path):
-        self.artifact = artifact
+        super().__init__(artifact, env)
         self.config = config
-        self.env = env
-        self.api_key = new_api_key()
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.served_model = artifact.variant
         self.scorer_threads = 1
         argv = [
             str(env.python), "-m", "vllm.entrypoints.openai.api_server",

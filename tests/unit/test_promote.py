@@ -15,6 +15,7 @@ import pytest
 from pipeline.measure.stats import PairedComparison
 from pipeline.promote import SELF_CHECK_KLD, VariantEvidence, decide
 from pipeline.recipe import SLO, Gates, Hardware
+from tests.unit.paired_items import flipped
 
 TASKS = ["agreement"]
 N = 1000
@@ -34,19 +35,6 @@ def items(n_right: int, n: int = N) -> list[int]:
 
 
 REF = items(800)
-
-
-def flipped(reference: list[int], r2w: int = 0, w2r: int = 0) -> list[int]:
-    """The reference's answers with the first r2w right items made wrong and the first w2r wrong ones made right."""
-    variant = list(reference)
-    right = [i for i, r in enumerate(reference) if r]
-    wrong = [i for i, r in enumerate(reference) if not r]
-    assert r2w <= len(right) and w2r <= len(wrong)
-    for i in right[:r2w]:
-        variant[i] = 0
-    for i in wrong[:w2r]:
-        variant[i] = 1
-    return variant
 
 
 def bench(tok_s: float = 50.0, ttft_p95: float = 1000.0, error_rate: float = 0.0, itl_p95: float = 50.0,

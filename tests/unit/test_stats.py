@@ -10,24 +10,12 @@ import pytest
 from pipeline.measure.stats import PairedComparison, flips, mcnemar_exact, paired_bootstrap_drop
 from pipeline.promote import VariantEvidence, decide
 from pipeline.recipe import SLO, Gates, Hardware
+from tests.unit.paired_items import flipped
 
 
 def items(n_right: int, n: int) -> list[int]:
     """n items, the first n_right answered right."""
     return [1] * n_right + [0] * (n - n_right)
-
-
-def flipped(reference: list[int], r2w: int = 0, w2r: int = 0) -> list[int]:
-    """The reference's answers with the first r2w right items made wrong and the first w2r wrong ones made right."""
-    variant = list(reference)
-    right = [i for i, r in enumerate(reference) if r]
-    wrong = [i for i, r in enumerate(reference) if not r]
-    assert r2w <= len(right) and w2r <= len(wrong)
-    for i in right[:r2w]:
-        variant[i] = 0
-    for i in wrong[:w2r]:
-        variant[i] = 1
-    return variant
 
 
 def test_helpers_build_the_flips_they_say():

@@ -363,6 +363,11 @@ class Recipe(Strict):
                     f"variants[{i}].engine: {variant.engine!r} cannot serve {variant.format} variants"
                     f" (engines that can: {', '.join(engines_for_format)})"
                 )
+        if any(v.engine == "vllm" for v in self.variants) and self.divergence.window_tokens >= self.engines.vllm.max_model_len:
+            raise ValueError(
+                f"divergence.window_tokens: {self.divergence.window_tokens} does not fit vLLM's context"
+                f" (engines.vllm.max_model_len {self.engines.vllm.max_model_len}); use fewer tokens per window"
+            )
         for task in self.gates.task_tolerances:
             if task not in self.evals.tasks:
                 raise ValueError(f"gates.task_tolerances: {task!r} is not one of evals.tasks ({', '.join(self.evals.tasks)})")

@@ -18,7 +18,9 @@ class Engine(Protocol):
     api_key: str
     served_model: str
     eval_worker: str  # the worker module that runs lm-eval against this engine
-    divergence_worker: str | None  # computes next-token divergence vs the reference (None: not yet)
+    # in-process worker for next-token divergence vs the reference; None: measured while served,
+    # from top-k prompt logprobs (the engine then has tokenize, prompt_top_logprobs, max_top_logprobs)
+    divergence_worker: str | None
     scorer_threads: int
     ready_seconds: float | None
 

@@ -75,19 +75,23 @@ def _run(recipe: Recipe, engine_name: str, artifact: Artifact, reference: Artifa
     engine = engine_for(engine_name)(artifact, recipe.engines, envs_root, store.root, log_path)
     env = engine.env
     div_metrics = div_error = None
-    try:
-        if reference is None:
-            raise ToolFailed(f"no reference artifact on engine {engine_name} to compare with")
-        if engine.divergence_worker is None:
-            raise ToolFailed(f"divergence is not measured on engine {engine_name} yet")
-        div = divergence.run(recipe.divergence, engine.divergence_worker, artifact.model_path, artifact.key,
-                             reference.model_path, reference.key, store, env, engine.scorer_threads)
-        div_metrics = div.metrics
-        if not div.cached:
-            say(f"divergence vs {reference.variant}: KL {div.metrics['kld_mean']:.4f},"
-                f" flips {div.metrics['flip_rate']:.3f} ({div.metrics['seconds']} s)")
-    except ToolFailed as exc:
-        div_error = str(exc)
+    have_div = True  # measured while served (vLLM) and not cached yet: False
+    if reference is None:
+        div_error = f"no reference artifact on engine {engine_name} to compare with"
+    elif engine.divergence_worker is not None:
+        try:
+            div = divergence.run(recipe.divergence, engine.divergence_worker, artifact.model_path, artifact.key,
+                                 reference.model_path, reference.key, store, env, engine.scorer_threads)
+            div_metrics = div.metrics
+            if not div.cached:
+                _say_divergence(say, reference, div.metrics)
+        except ToolFailed as exc:
+            div_error = str(exc)
+    else:
+        served_key = divergence.key(recipe.divergence, artifact.key, reference.key,
+                                    divergence.served_method(engine.max_top_logprobs))
+        have_div = store.has(divergence.STAGE, served_key)
+        div_metrics = store.result(divergence.STAGE, served_key) if have_div else None
     eval_key, bench_key = keys(recipe, engine_name, artifact.key)
     have_eval, have_bench = store.has(evals.STAGE, eval_key), store.has(bench.STAGE, bench_key)
     is_reference = reference is not None and reference.key == artifact.key
@@ -98,7 +102,7 @@ def _run(recipe: Recipe, engine_name: str, artifact: Artifact, reference: Artifa
     eval_result = (evals.EvalResult.from_json(eval_key, store.entry(evals.STAGE, eval_key),
                                               store.result(evals.STAGE, eval_key), cached=True) if have_eval else None)
     bench_result = bench.BenchResult(**store.result(bench.STAGE, bench_key)) if have_bench else None
-    if have_eval and have_bench and have_parity:
+    if have_eval and have_bench and have_parity and have_div:
         return Measurements(eval_result, bench_result, store.entry(bench.STAGE, bench_key), None, None,
                             store.entry(bench.STAGE, bench_key) / SERVER_LOG, div_metrics, div_error,
                             parity_result)
@@ -115,6 +119,14 @@ def _run(recipe: Recipe, engine_name: str, artifact: Artifact, reference: Artifa
                     say(f"engine parity vs transformers: mean |Δ logprob| {parity_result['mean_abs_diff']} nats/token")
                 except (ToolFailed, httpx.HTTPError, KeyError) as exc:
                     parity_error = f"{type(exc).__name__}: {exc}"
+            if not have_div:
+                assert reference is not None
+                try:
+                    div = divergence.run_served(recipe.divergence, engine, artifact.key, reference.key, store)
+                    div_metrics = div.metrics
+                    _say_divergence(say, reference, div.metrics)
+                except (ValueError, httpx.HTTPError, KeyError) as exc:
+                    div_error = f"{type(exc).__name__}: {exc}"
             if not have_eval:
                 say("running task evals")
                 try:
@@ -132,6 +144,8 @@ def _run(recipe: Recipe, engine_name: str, artifact: Artifact, reference: Artifa
                 else:  # errors may be passing trouble: report them, do not cache them
                     bench_error = f"{bench_result.errors} of {bench_result.requests} requests failed: {bench_result.first_error}"
     except ServerFailed as exc:
+        if not have_div:
+            div_error = div_error or f"server failed: {exc}"
         eval_error = eval_error or f"server failed: {exc}"
         bench_error = bench_error or f"server failed: {exc}"
         if failed := _keep_failed_log(store, artifact, log_path):
@@ -144,6 +158,11 @@ def _run(recipe: Recipe, engine_name: str, artifact: Artifact, reference: Artifa
     server_log = next((f / SERVER_LOG for f in built if (f / SERVER_LOG).is_file()), None)
     return Measurements(eval_result, bench_result, bench_folder, eval_error, bench_error, server_log,
                         div_metrics, div_error, parity_result, parity_error)
+
+
+def _say_divergence(say: Callable[[str], None], reference: Artifact, metrics: dict[str, Any]) -> None:
+    say(f"divergence vs {reference.variant}: KL {metrics['kld_mean']:.4f}, flips {metrics['flip_rate']:.3f}"
+        f" ({metrics['seconds']} s)")
 
 
 def _run_parity(recipe: Recipe, engine: Any, source: SourceResult, store: Store, parity_key: str,

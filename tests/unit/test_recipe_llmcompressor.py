@@ -127,3 +127,16 @@ def test_fixed_texts_must_exist_before_any_work(tmp_path, section, text, ok):
         assert getattr(load_recipe(path), section).path().is_file()
     else:
         assert f"{section}.text" in error(path)
+
+
+def test_divergence_window_must_fit_the_vllm_context(tmp_path):
+    path = write(tmp_path, [{"name": "f", "kind": "fp8_dynamic"}])
+    recipe = yaml.safe_load(path.read_text())
+    recipe["engines"] = {"vllm": {"max_model_len": 512}}
+    recipe["divergence"] = {"window_tokens": 512}
+    path.write_text(yaml.safe_dump(recipe))
+    message = error(path)
+    assert "divergence.window_tokens: 512 does not fit" in message and "max_model_len 512" in message
+    recipe["divergence"] = {"window_tokens": 511}
+    path.write_text(yaml.safe_dump(recipe))
+    load_recipe(path)

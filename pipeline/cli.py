@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.recipe import RecipeError, load_recipe
@@ -44,14 +45,18 @@ def validate(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> Non
 @app.command()
 def plan(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> None:
     """Show what a run would do and what is already cached."""
-    from pipeline.plan import make_plan
+    from pipeline.plan import check_engine_builds, make_plan
     import pipeline.quantize.gguf  # noqa: F401
 
+    settings = Settings()
     try:
         loaded = load_recipe(recipe)
-        planned = make_plan(loaded, Settings())
+        warnings = check_engine_builds(loaded, recipe, settings.envs)
+        planned = make_plan(loaded, settings)
     except USER_ERRORS as exc:
         _fail(str(exc))
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", markup=True, soft_wrap=True)
     table = Table(title=f"plan for {recipe} (recipe {planned.recipe_hash})")
     for column in ("variant", "engine", "quantization", "artifact key", "quantize", "evals", "bench"):
         table.add_column(column)
@@ -113,7 +118,8 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> None:
         started = time.monotonic()
         with console.status("starting", spinner="dots") as status:
             def say(message: str) -> None:
-                console.print(f"[dim]{time.monotonic() - started:7.1f}s[/] {message}")
+                # variant labels like "[f16]" are text, not rich markup
+                console.print(f"[dim]{time.monotonic() - started:7.1f}s[/] {escape(message)}")
                 console.file.flush()  # progress shows as it happens in logs and pipes, too
                 status.update(message)
 

@@ -6,15 +6,17 @@ Computing keys needs no heavy tool, so `quantgate plan` shows what a run would d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pipeline.quantize.gguf  # noqa: F401  (registers the quantizers whose keys the plan computes)
 import pipeline.quantize.llmcompressor  # noqa: F401
 from pipeline import measure
+from pipeline import compat
 from pipeline.artifacts import Store, content_key
 from pipeline.measure import bench, evals
 from pipeline.quantize import STAGE as VARIANTS_STAGE
 from pipeline.quantize import quantizer_for
-from pipeline.recipe import LocalSource, Recipe
+from pipeline.recipe import LocalSource, Recipe, RecipeError
 from pipeline.settings import Settings
 from pipeline.source import STAGE as SOURCE_STAGE
 from pipeline.source import SourceResult, source_fingerprint
@@ -64,3 +66,25 @@ def make_plan(recipe: Recipe, settings: Settings) -> Plan:
             store.has(VARIANTS_STAGE, artifact_key), store.has(evals.STAGE, eval_key), store.has(bench.STAGE, bench_key),
         ))
     return Plan(recipe.content_hash(), source_key, source_cached, planned)
+
+
+def check_engine_builds(recipe: Recipe, recipe_path: Path, envs_root: Path) -> list[str]:
+    """Refuse (RecipeError) a variant that the installed engine build was measured not to load;
+    return a warning for each variant whose scheme was never measured on that build."""
+    errors, warnings = [], []
+    for i, variant in enumerate(recipe.variants):
+        if variant.engine not in compat.ENGINE_DISTRIBUTIONS:
+            continue  # llama.cpp loads every GGUF type it can write (tested per type)
+        build = compat.installed_build(variant.engine, envs_root / variant.engine)
+        if build is None:
+            continue  # no environment yet: `run` says so when it needs it
+        found = compat.measured(build, variant.kind, variant.quantize_params())
+        if found is None:
+            warnings.append(f"{variant.name}: {variant.kind} was never measured on {build}; the run will tell"
+                            " (add the result to pipeline/engine_compat.json)")
+        elif not found.loads:
+            errors.append(f"variants[{i}] ({variant.name}): {variant.kind} does not load on {build}"
+                          f" (measured {found.measured}: {found.note})")
+    if errors:
+        raise RecipeError(f"{recipe_path}: refused before any work\n  " + "\n  ".join(errors))
+    return warnings

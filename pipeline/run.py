@@ -19,7 +19,7 @@ import pipeline.quantize.gguf  # noqa: F401  (registers the quantizers)
 import pipeline.quantize.llmcompressor  # noqa: F401
 from pipeline import measure, promote, source
 from pipeline.artifacts import Store, write_json
-from pipeline.plan import Plan, make_plan
+from pipeline.plan import Plan, check_engine_builds, make_plan
 from pipeline.quantize import Artifact, quantizer_for
 from pipeline.recipe import Recipe, flat_params
 from pipeline.settings import Settings
@@ -54,6 +54,8 @@ def run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[st
     started = time.monotonic()
     env = llamacpp_env(settings.envs)
     env.require()
+    for warning in check_engine_builds(recipe, recipe_path, settings.envs):
+        say(f"warning: {warning}")
     plan = make_plan(recipe, settings)
     say(f"plan: {len(plan.variants)} variants, {plan.work_left} with work left")
     store = Store(settings.artifacts)

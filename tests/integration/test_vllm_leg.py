@@ -20,6 +20,7 @@ SCHEMES = ["fp8_dynamic", "w8a8_int8", "w4a16_gptq", "w4a16_awq"]
 EXPECTED_FORMAT = {"fp8_dynamic": "float-quantized", "w8a8_int8": "int-quantized",
                    "w4a16_gptq": "pack-quantized", "w4a16_awq": "pack-quantized"}
 EVAL_LIMIT = 24
+DIVERGENCE_TOKENS = 128
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,8 @@ def run(tmp_path_factory, tiny_model, artifacts, vllm_ready):
         "evals": {"tasks": ["agreement"], "limit": EVAL_LIMIT},
         "bench": {"requests": 4, "concurrency": 2, "prompt_tokens": 32, "output_tokens": 8},
         "slo": {"ttft_p95_ms": 60000},
-        "gates": {"max_accuracy_drop": 0.5, "bootstrap_iters": 1000},
+        "divergence": {"windows": 2, "window_tokens": DIVERGENCE_TOKENS},
+        "gates": {"max_accuracy_drop": 0.5, "bootstrap_iters": 1000, "max_kld": 5.0, "max_flip_rate": 1.0},
         "hardware": {"name": "ci", "usd_per_hour": 0.1},
         "tracking": {"experiment": "quantgate-vllm-test", "registered_model": "tiny-vllm"},
     }
@@ -100,5 +102,31 @@ def test_decision_covers_every_variant(run):
     proc, report = run
     assert {r["variant"] for r in report["rows"]} == {"bf16", *[s.replace("_", "-") for s in SCHEMES]}
     assert "decision:" in proc.stdout
-    # vLLM divergence is not measured yet: no divergence gate is set, so it must not block promotion
-    assert all(r["divergence"] is None for r in report["rows"])
+    assert report["winner"] is not None  # with the divergence gate on, vLLM variants can still pass
+
+
+def test_divergence_from_served_top_logprobs(run):
+    _, report = run
+    own = _row(report, "bf16")["divergence"]
+    assert own["kld_mean"] == 0 and own["flip_rate"] == 0 and own["ppl_ratio"] == 1  # served twice, same answer
+    for scheme in SCHEMES:
+        div = _row(report, scheme.replace("_", "-"))["divergence"]
+        assert div["n_tokens"] == 2 * (DIVERGENCE_TOKENS - 1) and div["top_k"] == 100
+        assert 0 < div["kld_mean"] < 5 and 0 <= div["flip_rate"] <= 1, (scheme, div)
+        assert 0 <= div["reference_tail_mass"] < 1 and div["ppl_ratio"] > 0
+
+
+def test_measured_compatibility_table_matches_this_build(run, artifacts):
+    """pipeline/engine_compat.json is data measured on this build: every scheme it says loads did load
+    here, with the kernel it names (read from the variant's own server log)."""
+    from pipeline import compat
+    from pipeline.settings import Settings
+
+    _, report = run
+    build = compat.installed_build("vllm", Settings().envs / "vllm")
+    logs = [p.read_text() for p in artifacts.glob("*/*/server.log")]
+    for row in report["rows"]:
+        found = compat.measured(build, row["quantization"]["kind"], row["quantization"])
+        assert found is not None and found.loads, f"{build} has no measured entry for {row['quantization']}"
+        log = next(text for text in logs if f"variants/{row['artifact_key']}/model" in text)
+        assert found.kernel is None or found.kernel in log, (row["variant"], found.kernel)

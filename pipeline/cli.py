@@ -21,7 +21,7 @@ from pipeline.toolenv import ToolEnvMissing, ToolFailed
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 # Wide enough for the summary table when output goes to a file or a CI log.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 260)
 err = Console(stderr=True, highlight=False)
 
 USER_ERRORS = (RecipeError, ToolEnvMissing)
@@ -137,6 +137,7 @@ def print_summary(outcome) -> None:
     report_rows = {r["variant"]: r for r in _rows(outcome)}
     table = Table(title=f"{recipe.name}: variants vs reference (SLO p95 TTFT ≤ {recipe.slo.ttft_p95_ms} ms)")
     table.add_column("variant")
+    table.add_column("engine")
     table.add_column("bits/w", justify="right")
     table.add_column("MB", justify="right")
     for task in recipe.evals.tasks:
@@ -146,7 +147,8 @@ def print_summary(outcome) -> None:
         table.add_column(column, justify="right")
     for name, row in report_rows.items():
         bench = row["bench"] or {}
-        cells = [name + (" (ref)" if row["reference"] else ""), _fmt(row["bits_per_weight"], 2), _fmt(row["file_mb"], 0)]
+        cells = [name + (" (ref)" if row["reference"] else ""), row["engine"], _fmt(row["bits_per_weight"], 2),
+                 _fmt(row["file_mb"], 0)]
         for task in recipe.evals.tasks:
             bound = row["delta_upper"].get(task)
             delta = _fmt(row["delta"].get(task), 3, signed=True)

@@ -195,7 +195,7 @@ def variant_metrics(outcome: VariantOutcome, verdict: promote.Verdict, report: d
             metrics[f"{task}.wrong_to_right"] = row["flips"][task]["wrong_to_right"]
     if row["parity"] and row["parity"].get("mean_abs_diff") is not None:
         metrics["engine_parity_mean_abs_diff"] = row["parity"]["mean_abs_diff"]
-    for name in ("kld_mean", "kld_p99", "flip_rate", "ppl_ratio"):
+    for name in ("kld_mean", "kld_p99", "flip_rate", "ppl_ratio", "reference_tail_mass"):
         value = (row["divergence"] or {}).get(name)
         if value is not None:
             metrics[name] = value

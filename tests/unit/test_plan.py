@@ -4,6 +4,7 @@ from the store."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,7 +34,9 @@ def settings(tmp_path) -> Settings:
 def model_dir(tmp_path) -> Path:
     folder = tmp_path / "tiny-model"
     folder.mkdir()
-    (folder / "config.json").write_text('{"model_type": "llama", "hidden_size": 64}')
+    (folder / "config.json").write_text(json.dumps({  # shapes the demo's group size (64) divides
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+        "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}))
     (folder / "model.safetensors").write_bytes(bytes(range(256)) * 4)
     return folder
 
@@ -60,13 +63,15 @@ def keys(plan: Plan, which: str) -> dict[str, str]:
 
 def test_plan_lists_every_variant_with_distinct_keys(plan_for):
     plan = plan_for()
-    assert [v.name for v in plan.variants] == ["f16", "q8_0", "q4_k_m", "q2_k"]
-    assert [v.reference for v in plan.variants] == [True, False, False, False]
+    assert [v.name for v in plan.variants] == ["f16", "q8_0", "q4_k_m", "q2_k",
+                                               "bf16", "fp8", "w8a8-int8", "w4a16-gptq", "w4a16-awq"]
+    assert [v.reference for v in plan.variants] == [True, False, False, False, True, False, False, False, False]
+    assert [v.engine for v in plan.variants] == ["llamacpp"] * 4 + ["vllm"] * 5
     assert plan.variants[2].params == {"kind": "gguf", "type": "Q4_K_M"}
     for which in ("artifact", "eval", "bench"):
-        assert len(set(keys(plan, which).values())) == 4
+        assert len(set(keys(plan, which).values())) == 9
     all_keys = [k for which in ("artifact", "eval", "bench") for k in keys(plan, which).values()]
-    assert len(set(all_keys)) == 12
+    assert len(set(all_keys)) == 27
 
 
 def test_keys_are_deterministic(plan_for):
@@ -77,7 +82,7 @@ def test_fresh_store_has_everything_to_do_but_a_local_source(plan_for):
     plan = plan_for()
     assert plan.source_cached  # a local directory is used in place
     assert not any(v.quantize_cached or v.eval_cached or v.bench_cached for v in plan.variants)
-    assert plan.work_left == 4
+    assert plan.work_left == 9
 
 
 def test_changing_one_variant_type_changes_only_its_keys(plan_for):
@@ -97,16 +102,22 @@ def test_renaming_a_variant_keeps_its_keys(plan_for):
     assert keys(after, "bench")["medium"] == keys(before, "bench")["q4_k_m"]
 
 
-@pytest.mark.parametrize("change", [
-    lambda d: d["bench"].update(requests=32),
-    lambda d: d["bench"].update(output_tokens=128),
-    lambda d: d["engines"]["llamacpp"].update(parallel=2),  # changes throughput, not accuracy
-], ids=["requests", "output_tokens", "engine-parallel"])
-def test_workload_changes_bench_keys_only(plan_for, change):
+GGUF_NAMES = {"f16", "q8_0", "q4_k_m", "q2_k"}
+
+
+@pytest.mark.parametrize("change, changed", [
+    (lambda d: d["bench"].update(requests=32), None),
+    (lambda d: d["bench"].update(output_tokens=128), None),
+    (lambda d: d["engines"]["llamacpp"].update(parallel=2), "llamacpp"),  # changes throughput, not accuracy
+    (lambda d: d["engines"]["vllm"].update(max_num_seqs=2), "vllm"),
+], ids=["requests", "output_tokens", "llamacpp-parallel", "vllm-max-num-seqs"])
+def test_workload_changes_bench_keys_only(plan_for, change, changed):
     before, after = plan_for(), plan_for(change)
     assert keys(after, "artifact") == keys(before, "artifact")
     assert keys(after, "eval") == keys(before, "eval")
-    assert all(keys(after, "bench")[n] != k for n, k in keys(before, "bench").items())
+    engines = {v.name: v.engine for v in before.variants}
+    for name, key in keys(before, "bench").items():
+        assert (keys(after, "bench")[name] != key) == (changed in (None, engines[name])), name
 
 
 def test_eval_limit_changes_eval_keys_only(plan_for):
@@ -144,13 +155,14 @@ def test_adding_a_file_to_the_model_dir_changes_the_source(plan_for, model_dir):
     assert plan_for().source_key != before.source_key
 
 
-def test_tool_version_changes_every_artifact_key(plan_for, settings):
+def test_tool_version_changes_the_artifact_keys_of_that_tool(plan_for, settings):
     before = plan_for()
     src = settings.envs / "llamacpp" / "src"
     (src / "llama_cpp_python-0.3.36").rename(src / "llama_cpp_python-0.3.37")
     after = plan_for()
     assert after.source_key == before.source_key
-    assert not set(keys(after, "artifact").values()) & set(keys(before, "artifact").values())
+    old, new = keys(before, "artifact"), keys(after, "artifact")
+    assert all((old[n] != new[n]) == (n in GGUF_NAMES) for n in old)  # llm-compressor's are its own
 
 
 def test_cached_artifact_flips_only_quantize_cached(plan_for, settings):
@@ -164,7 +176,7 @@ def test_cached_artifact_flips_only_quantize_cached(plan_for, settings):
     assert changed["q8_0"].artifact_key == q8.artifact_key
     others_before = [v for v in before.variants if v.name != "q8_0"]
     assert [v for v in after.variants if v.name != "q8_0"] == others_before
-    assert after.work_left == before.work_left == 4  # q8_0 still has evals and bench to do
+    assert after.work_left == before.work_left == 9  # q8_0 still has evals and bench to do
 
 
 def test_entry_without_result_json_is_not_cached(plan_for, settings):
@@ -183,6 +195,6 @@ def test_work_left_counts_variants_with_anything_to_do(plan_for, settings):
     for stage, key in ((evals.STAGE, partly.eval_key), (bench.STAGE, partly.bench_key)):
         write_json(settings.artifacts / stage / key / RESULT_FILE, {})
     after = plan_for()
-    assert after.work_left == 3
+    assert after.work_left == 8
     f16 = next(v for v in after.variants if v.name == "f16")
     assert f16.quantize_cached and f16.eval_cached and f16.bench_cached

@@ -34,6 +34,11 @@ def demo_with(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     return data
 
 
+def gguf_variants(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The demo's llama.cpp variants: what tests with a stand-in model file (no shapes to check) keep."""
+    return [v for v in data["variants"] if v["kind"] == "gguf"]
+
+
 def recipe_error(path: Path) -> str:
     with pytest.raises(RecipeError) as info:
         load_recipe(path)
@@ -179,7 +184,8 @@ def test_relative_model_path_resolves_against_the_recipe_folder(tmp_path, monkey
     model_dir = recipe_dir / "tiny-model"
     model_dir.mkdir(parents=True)
     (model_dir / "config.json").write_text('{"model_type": "llama"}')
-    path = write_recipe(recipe_dir, demo_with(lambda d: d.update(model={"kind": "local", "path": "tiny-model"})))
+    path = write_recipe(recipe_dir, demo_with(lambda d: d.update(model={"kind": "local", "path": "tiny-model"},
+                                                                 variants=gguf_variants(d))))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # "tiny-model" does not exist relative to the cwd
@@ -202,7 +208,8 @@ def test_relative_gguf_path_resolves_against_the_recipe_folder(tmp_path, monkeyp
     recipe_dir = tmp_path / "recipes"
     recipe_dir.mkdir()
     (recipe_dir / "m.gguf").write_bytes(b"GGUF")
-    path = write_recipe(recipe_dir, demo_with(lambda d: d.update(model={"kind": "gguf", "path": "m.gguf"})))
+    path = write_recipe(recipe_dir, demo_with(lambda d: d.update(model={"kind": "gguf", "path": "m.gguf"},
+                                                                 variants=gguf_variants(d))))
     monkeypatch.chdir(tmp_path)
     assert load_recipe(path).model.path == (recipe_dir / "m.gguf").resolve()
 

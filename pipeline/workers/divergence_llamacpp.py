@@ -8,12 +8,12 @@ window of 512 tokens over a 49k vocabulary is 100 MB).
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 from pipeline.workers._io import serve_request
+from pipeline.workers.divergence_summary import summarize
 
 
 def _log_softmax(logits):
@@ -58,21 +58,10 @@ def divergence(request: dict[str, Any]) -> dict[str, Any]:
         positions = np.arange(len(targets))
         nll_ref -= float(ref_rows[positions, targets].sum())
         nll_var -= float(var_rows[positions, targets].sum())
-    kld_flat = np.concatenate(kld_all)
-    n = len(kld_flat)
     return {
-        "n_tokens": n,
+        **summarize(np.concatenate(kld_all), agree, nll_ref, nll_var),
         "windows": len(windows),
         "window_tokens": window,
-        "kld_mean": float(kld_flat.mean()),
-        "kld_median": float(np.median(kld_flat)),
-        "kld_p99": float(np.quantile(kld_flat, 0.99)),
-        "kld_max": float(kld_flat.max()),
-        "top1_agreement": agree / n,
-        "flip_rate": 1 - agree / n,
-        "ppl_reference": math.exp(nll_ref / n),
-        "ppl_variant": math.exp(nll_var / n),
-        "ppl_ratio": math.exp((nll_var - nll_ref) / n),
         "method": "full-vocabulary logits, both models in-process (llama.cpp), non-overlapping windows",
         "seconds": round(time.monotonic() - started, 2),
     }

@@ -39,6 +39,18 @@ class Quantizer(Protocol):
 _QUANTIZERS: dict[str, Callable[[Path, Any], Quantizer]] = {}
 
 
+def manifest_identity(variant: Any, key: str, recipe_hash: str, source: SourceResult) -> dict[str, Any]:
+    """The fields every backend's manifest starts with: which variant, made how, from what."""
+    return {
+        "variant": variant.name,
+        "key": key,
+        "quantization": variant.quantize_params(),
+        "format": variant.format,
+        "recipe_hash": recipe_hash,
+        "source": {"key": source.key, "sha256": source.source_sha256},
+    }
+
+
 def register(kind: str, factory: Callable[[Path, Any], Quantizer]) -> None:
     _QUANTIZERS[kind] = factory
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline.artifacts import RESULT_FILE, Store, content_key, sha256_file, write_json
 from pipeline.compat import GGUF_UNQUANTIZED
-from pipeline.quantize import MANIFEST, STAGE, Artifact, register
+from pipeline.quantize import MANIFEST, STAGE, Artifact, manifest_identity, register
 from pipeline.recipe import GGUFVariant
 from pipeline.source import SourceResult
 from pipeline.toolenv import ToolEnv, ToolEnvMissing, llamacpp_binary, llamacpp_env
@@ -81,12 +81,7 @@ class GGUFQuantizer:
                     scratch, "quantize.log",
                 )
             manifest = {
-                "variant": variant.name,
-                "key": key,
-                "quantization": variant.quantize_params(),
-                "format": variant.format,
-                "recipe_hash": recipe_hash,
-                "source": {"key": source.key, "sha256": source.source_sha256},
+                **manifest_identity(variant, key, recipe_hash, source),
                 "tool_versions": tool_versions(self.env),
                 "file": MODEL_FILE,
                 "file_bytes": out.stat().st_size,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import RESULT_FILE, Store, content_key, sha256_file, write_json
-from pipeline.quantize import MANIFEST, STAGE, Artifact, register
+from pipeline.quantize import MANIFEST, STAGE, Artifact, manifest_identity, register
 from pipeline.recipe import CalibrationConfig, HFVariant, _LLMCompressorVariant
 from pipeline.settings import REPO_ROOT
 from pipeline.source import SourceResult
@@ -111,12 +111,7 @@ class LLMCompressorQuantizer:
             summary = _safetensors_summary(out)
             n_params = details.get("n_params")
             manifest = {
-                "variant": variant.name,
-                "key": key,
-                "quantization": variant.quantize_params(),
-                "format": variant.format,
-                "recipe_hash": recipe_hash,
-                "source": {"key": source.key, "sha256": source.source_sha256},
+                **manifest_identity(variant, key, recipe_hash, source),
                 "tool_versions": {k: v for k, v in details.items() if k.endswith("_version")}
                 or {"requirements/llmcompressor.txt": requirements_sha("llmcompressor")},
                 "calibration": (calibration_fingerprint(self.calibration)

@@ -84,9 +84,15 @@ class LLMCompressorQuantizer:
         parts: list[Any] = ["quantize", source.key, variant.quantize_params()]
         if isinstance(variant, _LLMCompressorVariant):
             parts.append(requirements_sha("llmcompressor"))
-            if variant.needs_calibration and self.calibration is not None:
-                parts.append(calibration_fingerprint(self.calibration))
+            if (calibration := self._calibration(variant)) is not None:
+                parts.append(calibration)
         return content_key(*parts)
+
+    def _calibration(self, variant: Any) -> dict[str, Any] | None:
+        """The calibration data's fingerprint, for the schemes that read calibration data."""
+        if isinstance(variant, _LLMCompressorVariant) and variant.needs_calibration and self.calibration is not None:
+            return calibration_fingerprint(self.calibration)
+        return None
 
     def quantize(self, variant: Any, source: SourceResult, store: Store, recipe_hash: str) -> Artifact:
         key = self.key(variant, source)
@@ -114,9 +120,9 @@ class LLMCompressorQuantizer:
                 **manifest_identity(variant, key, recipe_hash, source),
                 "tool_versions": {k: v for k, v in details.items() if k.endswith("_version")}
                 or {"requirements/llmcompressor.txt": requirements_sha("llmcompressor")},
-                "calibration": (calibration_fingerprint(self.calibration)
-                                if isinstance(variant, _LLMCompressorVariant) and variant.needs_calibration
-                                and self.calibration is not None else None),
+                # plus the hash of the samples oneshot actually read (the first `samples` of the data)
+                "calibration": ({**calibration, "samples_sha256": details.get("calibration_sha256")}
+                                if (calibration := self._calibration(variant)) is not None else None),
                 "file": MODEL_DIR,
                 **summary,
                 "n_params": n_params,

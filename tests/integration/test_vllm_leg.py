@@ -68,6 +68,8 @@ def test_scheme_quantizes_to_compressed_tensors(run, artifacts, scheme):
     assert manifest["format"] == "compressed-tensors" and manifest["quantization"]["kind"] == scheme
     assert manifest["quantize_seconds"] > 0 and manifest["peak_rss_mb"] > 0
     assert (manifest["calibration"] is None) == (scheme == "fp8_dynamic")
+    if manifest["calibration"] is not None:  # the samples the quantizer read, not just the data set
+        assert len(manifest["calibration"]["samples_sha256"]) == 64
 
 
 def test_reference_is_the_unquantized_model(run, artifacts, tiny_model):

@@ -5,6 +5,7 @@ VENV := .venv
 LLAMACPP_ENV := .venvs/llamacpp
 VLLM_ENV := .venvs/vllm
 LLMCOMPRESSOR_ENV := .venvs/llmcompressor
+TRANSFORMERS_ENV := .venvs/transformers
 QG := $(VENV)/bin/quantgate
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
@@ -20,7 +21,8 @@ help:
 	@echo "make bench                time the quality gate's overhead on the demo's artifacts"
 	@echo "make setup                create the environments only"
 
-setup: $(VENV)/.installed $(LLAMACPP_ENV)/.installed $(VLLM_ENV)/.installed $(LLMCOMPRESSOR_ENV)/.installed
+setup: $(VENV)/.installed $(TRANSFORMERS_ENV)/.installed $(LLAMACPP_ENV)/.installed $(VLLM_ENV)/.installed \
+  $(LLMCOMPRESSOR_ENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -37,8 +39,12 @@ $(VLLM_ENV)/.installed: requirements/vllm.txt scripts/setup_vllm.sh
 	PYTHON=$(PYTHON) bash scripts/setup_vllm.sh $(VLLM_ENV)
 	touch $@
 
-$(LLMCOMPRESSOR_ENV)/.installed: requirements/llmcompressor.txt scripts/setup_llmcompressor.sh
-	PYTHON=$(PYTHON) bash scripts/setup_llmcompressor.sh $(LLMCOMPRESSOR_ENV)
+$(LLMCOMPRESSOR_ENV)/.installed: requirements/llmcompressor.txt scripts/setup_pip_env.sh
+	PYTHON=$(PYTHON) bash scripts/setup_pip_env.sh llmcompressor $(LLMCOMPRESSOR_ENV) llmcompressor
+	touch $@
+
+$(TRANSFORMERS_ENV)/.installed: requirements/transformers.txt scripts/setup_pip_env.sh
+	PYTHON=$(PYTHON) bash scripts/setup_pip_env.sh transformers $(TRANSFORMERS_ENV) transformers
 	touch $@
 
 demo: setup

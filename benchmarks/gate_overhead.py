@@ -12,23 +12,21 @@ Usage: python -m benchmarks.gate_overhead [--recipe recipes/demo.yaml] [--out ar
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
 from pathlib import Path
 
-import pipeline.engines.llamacpp  # noqa: F401  (registers the engines)
-import pipeline.engines.vllm  # noqa: F401
-from pipeline import measure
+from pipeline import specs
 from pipeline.artifacts import Store, write_json
-from pipeline.engines import engine_for
+from pipeline.engines import EngineContext
 from pipeline.measure import divergence, evals
 from pipeline.measure.stats import paired_bootstrap_drop
 from pipeline.plan import make_plan
 from pipeline.quantize import Artifact
-from pipeline.recipe import load_recipe
+from pipeline.recipe.load import load_recipe
 from pipeline.settings import Settings
+from pipeline.toolenv import tool_env
 
 
 def main() -> None:
@@ -56,25 +54,19 @@ def main() -> None:
             continue
         ref_variant = recipe.reference_for(variant.engine)
         ours, ref = artifact(variant.name), artifact(ref_variant.name)
-        engine = engine_for(variant.engine)(ours, recipe.engines, settings.envs, store.root,
-                                            Path(tempfile.gettempdir()) / "unused.log")
-        if engine.divergence_worker is not None:
+        capabilities = recipe.capabilities(variant.engine)
+        engine = EngineContext(variant.engine, capabilities, tool_env(specs.engine(variant.engine).env, settings.envs))
+        if not divergence.needs_server(capabilities):
             with tempfile.TemporaryDirectory() as scratch:
                 started = time.perf_counter()
-                div_metrics = divergence.run(recipe.divergence, engine.divergence_worker, ours.model_path, ours.key,
-                                             ref.model_path, ref.key, Store(Path(scratch)), engine.env,
-                                             engine.scorer_threads).metrics
+                div_metrics = divergence.run(engine, ours, ref, Store(Path(scratch)), recipe.divergence)
                 div_seconds, div_how = time.perf_counter() - started, "re-run, full logits in-process"
         else:
-            served_key = divergence.key(recipe.divergence, ours.key, ref.key,
-                                        divergence.served_method(engine.max_top_logprobs))
-            div_metrics = store.result(divergence.STAGE, served_key)
-            div_seconds, div_how = div_metrics["seconds"], "recorded by the demo run while served (top-k)"
-        eval_key, _ = measure.keys(recipe, variant.engine, ours.key)
-        ref_eval_key, _ = measure.keys(recipe, ref_variant.engine, ref.key)
-        result = evals.EvalResult.from_json(eval_key, store.entry("evals", eval_key), store.result("evals", eval_key), True)
-        ref_result = evals.EvalResult.from_json(ref_eval_key, store.entry("evals", ref_eval_key),
-                                                store.result("evals", ref_eval_key), True)
+            served_key = divergence.key(recipe.divergence, ours.key, ref.key, divergence.method(capabilities))
+            div_metrics = divergence.cached(store, served_key)
+            div_seconds, div_how = div_metrics.seconds, "recorded by the demo run while served (top-k)"
+        result = evals.cached(store, evals.key(recipe.evals, ours.key))
+        ref_result = evals.cached(store, evals.key(recipe.evals, ref.key))
         started = time.perf_counter()
         items = 0
         for task in recipe.evals.tasks:
@@ -86,9 +78,9 @@ def main() -> None:
             "variant": variant.name,
             "divergence_seconds": round(div_seconds, 2),
             "divergence_how": div_how,
-            "divergence_worker_seconds": div_metrics["seconds"],
-            "divergence_tokens": div_metrics["n_tokens"],
-            "kld_mean": div_metrics["kld_mean"],
+            "divergence_worker_seconds": div_metrics.seconds,
+            "divergence_tokens": div_metrics.n_tokens,
+            "kld_mean": div_metrics.kld_mean,
             "paired_stats_seconds": round(stats_seconds, 4),
             "paired_items": items,
             "bootstrap_iters": recipe.gates.bootstrap_iters,

@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.recipe import RecipeError, load_recipe
+from pipeline.recipe.load import load_recipe
+from pipeline.recipe.messages import RecipeError
 from pipeline.settings import Settings
 from pipeline.toolenv import ToolEnvMissing, ToolFailed
 
@@ -45,17 +46,14 @@ def validate(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> Non
 @app.command()
 def plan(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> None:
     """Show what a run would do and what is already cached."""
-    from pipeline.plan import check_engine_builds, make_plan
-    import pipeline.quantize.gguf  # noqa: F401
+    from pipeline.plan import make_plan
 
     settings = Settings()
     try:
-        loaded = load_recipe(recipe)
-        warnings = check_engine_builds(loaded, recipe, settings.envs)
-        planned = make_plan(loaded, settings)
+        planned = make_plan(load_recipe(recipe), settings)
     except USER_ERRORS as exc:
         _fail(str(exc))
-    for warning in warnings:
+    for warning in planned.warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}", markup=True, soft_wrap=True)
     table = Table(title=f"plan for {recipe} (recipe {planned.recipe_hash})")
     for column in ("variant", "engine", "quantization", "artifact key", "quantize", "evals", "bench"):
@@ -63,9 +61,12 @@ def plan(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> None:
     state = {True: "[green]cached[/]", False: "[yellow]to do[/]"}
     for v in planned.variants:
         params = " ".join(f"{k}={val}" for k, val in v.params.items() if k != "kind")
-        table.add_row(v.name + (" (ref)" if v.reference else ""), v.engine, f"{v.kind} {params}", v.artifact_key,
-                      state[v.quantize_cached], state[v.eval_cached], state[v.bench_cached])
+        stages = [state[v.quantize_cached], state[v.eval_cached], state[v.bench_cached]]
+        table.add_row(v.name + (" (ref)" if v.reference else ""), v.engine, escape(f"{v.kind} {params}"),
+                      v.artifact_key, *(["[red]not run here[/]"] * 3 if v.refused else stages))
     console.print(table)
+    for name, reason in planned.refused().items():
+        console.print(f"  [red]✗[/] {name} is not run here: {escape(reason)}")
     console.print(f"model source {planned.source_key}: {'cached' if planned.source_cached else 'to materialise'};"
                   f" {planned.work_left} of {len(planned.variants)} variants have work left")
 
@@ -133,48 +134,40 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> None:
 
 
 def print_summary(outcome) -> None:
-    recipe = outcome.recipe
-    report_rows = {r["variant"]: r for r in _rows(outcome)}
-    table = Table(title=f"{recipe.name}: variants vs reference (SLO p95 TTFT ≤ {recipe.slo.ttft_p95_ms} ms)")
+    report, slo = outcome.report, outcome.recipe.slo
+    table = Table(title=f"{report.recipe}: variants vs reference (SLO p95 TTFT ≤ {slo.ttft_p95_ms} ms)")
     table.add_column("variant")
     table.add_column("engine")
     table.add_column("bits/w", justify="right")
     table.add_column("MB", justify="right")
-    for task in recipe.evals.tasks:
+    for task in report.tasks:
         table.add_column(f"{task} acc", justify="right")
         table.add_column("Δ (bound)", justify="right")
     for column in ("KLD", "flips", "p95 TTFT ms", "p95 ITL ms", "tok/s", "$/1M tok", "verdict"):
         table.add_column(column, justify="right")
-    for name, row in report_rows.items():
-        bench = row["bench"] or {}
-        cells = [name + (" (ref)" if row["reference"] else ""), row["engine"], _fmt(row["bits_per_weight"], 2),
-                 _fmt(row["file_mb"], 0)]
-        for task in recipe.evals.tasks:
-            bound = row["delta_upper"].get(task)
-            delta = _fmt(row["delta"].get(task), 3, signed=True)
-            cells += [_fmt(row["accuracy"].get(task), 3),
+    for row in report.rows:
+        bench, div = row.bench, row.divergence
+        cells = [row.variant + (" (ref)" if row.reference else ""), row.engine, _fmt(row.bits_per_weight, 2),
+                 _fmt(row.file_mb, 0)]
+        for task in report.tasks:
+            bound = row.delta_upper.get(task)
+            delta = _fmt(row.delta.get(task), 3, signed=True)
+            cells += [_fmt(row.accuracy.get(task), 3),
                       delta + (f" ({_fmt(-bound, 3, signed=True)})" if bound is not None else "")]
-        div = row["divergence"] or {}
-        cells += [_fmt(div.get("kld_mean"), 4), _fmt(div.get("flip_rate"), 3)]
-        cells += [_fmt((bench.get("ttft_ms") or {}).get("p95"), 0), _fmt((bench.get("itl_ms") or {}).get("p95"), 0),
-                  _fmt(bench.get("output_tokens_per_s"), 1), _fmt(row["usd_per_1m_tokens"], 3),
-                  "[bold green]PROMOTED[/]" if row["promoted"] else ("[green]pass[/]" if row["passed"] else "[red]fail[/]")]
+        cells += [_fmt(div.kld_mean if div else None, 4), _fmt(div.flip_rate if div else None, 3)]
+        cells += [_fmt(bench.ttft_ms["p95"] if bench else None, 0), _fmt(bench.itl_ms["p95"] if bench else None, 0),
+                  _fmt(bench.output_tokens_per_s if bench else None, 1), _fmt(row.usd_per_1m_tokens, 3),
+                  "[bold green]PROMOTED[/]" if row.promoted else ("[green]pass[/]" if row.passed else "[red]fail[/]")]
         table.add_row(*cells)
     console.print(table)
-    for name, row in report_rows.items():
-        for reason in row["reasons"]:
-            console.print(f"  [red]✗[/] {name}: {reason}")
-    console.print(f"[bold]decision:[/] {outcome.decision.reason}")
-    if outcome.registry:
-        console.print(f"[bold]registry:[/] {outcome.registry.name} → {outcome.registry.note}")
-    console.print(f"MLflow: {outcome.tracking_uri} (parent run {outcome.parent_run_id}); `make ui` to browse")
+    for row in report.rows:
+        for reason in row.reasons:
+            console.print(f"  [red]✗[/] {escape(row.variant)}: {escape(reason)}")
+    console.print(f"[bold]decision:[/] {escape(report.decision)}")
+    if report.registry:
+        console.print(f"[bold]registry:[/] {escape(report.registry.name)} → {escape(report.registry.note)}")
+    console.print(f"MLflow: {report.tracking_uri} (parent run {report.mlflow_parent_run}); `make ui` to browse")
     console.print(f"report: {outcome.report_path}; wall time {outcome.seconds:.0f} s")
-
-
-def _rows(outcome) -> list[dict]:
-    from pipeline.run import build_report
-
-    return build_report(outcome.recipe, outcome.plan, outcome.variants, outcome.decision)["rows"]
 
 
 def _fmt(value, digits: int, signed: bool = False) -> str:

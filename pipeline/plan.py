@@ -1,6 +1,7 @@
 """Plan: the recipe's variants × stages with their content keys, and what is already cached.
 
 Computing keys needs no heavy tool, so `quantgate plan` shows what a run would do in a second.
+Keys come from the stage modules themselves, which `measure_variant` uses too.
 """
 
 from __future__ import annotations
@@ -8,18 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import pipeline.quantize.gguf  # noqa: F401  (registers the quantizers whose keys the plan computes)
-import pipeline.quantize.llmcompressor  # noqa: F401
-from pipeline import measure
-from pipeline import compat
+from pipeline import compat, specs
 from pipeline.artifacts import Store, content_key
 from pipeline.measure import bench, evals
 from pipeline.quantize import STAGE as VARIANTS_STAGE
 from pipeline.quantize import quantizer_for
-from pipeline.recipe import LocalSource, Recipe, RecipeError
+from pipeline.recipe.schema import LocalSource, Recipe, VariantConfig
 from pipeline.settings import Settings
 from pipeline.source import STAGE as SOURCE_STAGE
 from pipeline.source import SourceResult, source_fingerprint
+from pipeline.toolenv import TRANSFORMERS
 
 
 @dataclass(frozen=True)
@@ -35,6 +34,7 @@ class PlannedVariant:
     quantize_cached: bool
     eval_cached: bool
     bench_cached: bool
+    refused: str | None = None  # measured not to run on this host's engine build: why
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,14 @@ class Plan:
     source_key: str
     source_cached: bool
     variants: list[PlannedVariant]
+    warnings: tuple[str, ...] = ()  # schemes never measured on this host's engine build
 
     @property
     def work_left(self) -> int:
-        return sum(not (v.quantize_cached and v.eval_cached and v.bench_cached) for v in self.variants)
+        return sum(not (v.refused or v.quantize_cached and v.eval_cached and v.bench_cached) for v in self.variants)
+
+    def refused(self) -> dict[str, str]:
+        return {v.name: v.refused for v in self.variants if v.refused}
 
 
 def make_plan(recipe: Recipe, settings: Settings) -> Plan:
@@ -56,37 +60,50 @@ def make_plan(recipe: Recipe, settings: Settings) -> Plan:
     source_cached = isinstance(recipe.model, LocalSource) or store.has(SOURCE_STAGE, source_key)
     # Keys only: a stand-in result whose key is what the source stage will produce.
     source = SourceResult(source_key, store.entry(SOURCE_STAGE, source_key), sha)
-    planned = []
+    planned, warnings = [], []
     for variant in recipe.variants:
         artifact_key = quantizer_for(variant.kind, settings.envs, recipe).key(variant, source)
-        eval_key, bench_key = measure.keys(recipe, variant.engine, artifact_key)
+        eval_key = evals.key(recipe.evals, artifact_key)
+        bench_key = bench.key(recipe.bench, recipe.engine_config(variant.engine), artifact_key)
+        refused, warning = engine_build_check(variant, settings.envs)
+        warnings += [warning] if warning else []
         planned.append(PlannedVariant(
             variant.name, variant.kind, variant.engine, variant.reference, variant.quantize_params(),
             artifact_key, eval_key, bench_key,
             store.has(VARIANTS_STAGE, artifact_key), store.has(evals.STAGE, eval_key), store.has(bench.STAGE, bench_key),
+            refused,
         ))
-    return Plan(recipe.content_hash(), source_key, source_cached, planned)
+    return Plan(recipe.content_hash(), source_key, source_cached, planned, tuple(warnings))
 
 
-def check_engine_builds(recipe: Recipe, recipe_path: Path, envs_root: Path) -> list[str]:
-    """Refuse (RecipeError) a variant that the installed engine build was measured not to load;
-    return a warning for each variant whose scheme was never measured on that build."""
-    errors, warnings = [], []
-    for i, variant in enumerate(recipe.variants):
-        if variant.engine not in compat.ENGINE_DISTRIBUTIONS:
-            continue  # llama.cpp loads every GGUF type it can write (tested per type)
-        build = compat.installed_build(variant.engine, envs_root / variant.engine)
-        if build is None:
-            continue  # no environment yet: `run` says so when it needs it
-        params = variant.quantize_params()
-        scheme = " ".join([variant.kind] + [f"{k}={v}" for k, v in params.items() if k not in ("kind", "ignore")])
-        found = compat.measured(build, variant.kind, params)
-        if found is None:
-            warnings.append(f"{variant.name}: {scheme} was never measured on {build}; the run will tell"
-                            " (add the result to pipeline/engine_compat.json)")
-        elif not found.loads:
-            errors.append(f"variants[{i}] ({variant.name}): {scheme} does not load on {build}"
-                          f" (measured {found.measured}: {found.note})")
-    if errors:
-        raise RecipeError(f"{recipe_path}: refused before any work\n  " + "\n  ".join(errors))
-    return warnings
+def required_envs(recipe: Recipe) -> list[str]:
+    """The tool environments this recipe's run needs: transformers (model source, engine parity),
+    each variant's quantizer and each engine used."""
+    names = {TRANSFORMERS}
+    for variant in recipe.variants:
+        if (env := specs.quantizer_for_kind(variant.kind).env) is not None:
+            names.add(env)
+        names.add(specs.engine(variant.engine).env)
+    return sorted(names)
+
+
+def engine_build_check(variant: VariantConfig, envs_root: Path) -> tuple[str | None, str | None]:
+    """(why the variant cannot run on this host's engine build, a warning that it was never measured
+    here), from the measured table (pipeline/engine_compat.json); (None, None) when it runs or the
+    engine declares no builds to look up."""
+    spec = specs.engine(variant.engine)
+    if not spec.distributions:
+        return None, None  # an engine that runs every format it declares (llama.cpp: tested per type)
+    build = compat.installed_build(spec.distributions, envs_root / spec.env)
+    if build is None:
+        return None, None  # no environment yet: `run` says so when it needs it
+    device = compat.device_class(build)
+    params = variant.quantize_params()
+    scheme = " ".join([variant.kind] + [f"{k}={v}" for k, v in params.items() if k not in ("kind", "ignore")])
+    found = compat.measured(build, device, variant.kind, params)
+    if found is None:
+        return None, (f"{variant.name}: {scheme} was never measured on {build} ({device}); the run will tell"
+                      " (add the result to pipeline/engine_compat.json)")
+    if not found.runs:
+        return f"{scheme} does not run on {build} ({device}), measured {found.measured}: {found.note}", None
+    return None, None

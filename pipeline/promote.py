@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.cost import usd_per_million_tokens
 from pipeline.measure.stats import PairedComparison, paired_bootstrap_drop
-from pipeline.recipe import SLO, Gates, Hardware
+from pipeline.recipe.schema import SLO, Gates, Hardware
 
 # Serving the reference against itself must show no divergence: anything above this is noise the
 # measurement adds, and no delta measured with it can be trusted.
@@ -31,7 +31,7 @@ class Check:
     detail: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VariantEvidence:
     """What promotion needs to know about one variant, already measured."""
 
@@ -47,6 +47,7 @@ class VariantEvidence:
     divergence_error: str | None = None
     parity: dict[str, Any] | None = None  # references: engine vs transformers ({"mean_abs_diff", "limit", …})
     parity_error: str | None = None
+    not_run: str | None = None  # the plan did not run it here (measured not to run on this engine build)
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,9 @@ def decide(evidence: list[VariantEvidence], tasks: list[str], gates: Gates, slo:
     for variant in evidence:
         reference = references.get(variant.engine)
         comparisons: dict[str, PairedComparison] = {}
+        if variant.not_run:  # nothing was measured: one reason, not one per missing figure
+            verdicts.append(Verdict(variant.name, False, [Check("runs_here", False, None, None, variant.not_run)], None))
+            continue
         if reference is None:
             checks = [Check("reference", False, None, None, f"no reference measured on engine {variant.engine}")]
         else:

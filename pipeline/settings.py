@@ -19,10 +19,6 @@ class Settings(BaseSettings):
     envs: Path = REPO_ROOT / ".venvs"
     tracking_uri: str | None = None  # overrides the recipe's tracking.uri (e.g. a shared server)
 
-    @property
-    def llamacpp_env(self) -> Path:
-        return self.envs / "llamacpp"
-
     def default_tracking_uri(self) -> str:
         return f"sqlite:///{self.artifacts.resolve() / 'mlflow.db'}"
 

@@ -1,19 +1,21 @@
 """Model source stage: resolve the recipe's model to a Hugging Face directory, cached by content.
 
 A local directory is used in place; a GGUF file (on disk or inside a package) or a hub id is
-materialised once under artifacts/models/<key>/ by a worker in the llama.cpp environment.
+materialised once under artifacts/models/<key>/ by a worker in the transformers environment.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+import importlib.util
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import RESULT_FILE, Store, content_key, sha256_file, write_json
-from pipeline.recipe import GGUFSource, HubSource, LocalSource, ModelSource, PackageFileSource, package_file
+from pipeline.recipe.schema import GGUFSource, HubSource, LocalSource, ModelSource, PackageFileSource
 from pipeline.toolenv import ToolEnv
+from pipeline.workers.messages import MaterializeRequest
 
 STAGE = "models"
 
@@ -27,8 +29,21 @@ class SourceResult:
     cached: bool = False
 
 
+def package_file(source: PackageFileSource) -> Path | None:
+    """The file inside an installed package, found without importing the package."""
+    try:
+        spec = importlib.util.find_spec(source.package)
+    except (ImportError, ValueError):
+        return None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / source.path
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def source_fingerprint(source: ModelSource) -> tuple[str, dict[str, Any]]:
-    """(sha256 of the source's bytes or identity, request for the materialise worker)."""
+    """(sha256 of the source's bytes or identity, what the materialise worker needs to know)."""
     if isinstance(source, HubSource):
         ident = hashlib.sha256(f"{source.repo_id}@{source.revision}".encode()).hexdigest()
         return ident, {"kind": "hf", "repo_id": source.repo_id, "revision": source.revision}
@@ -56,8 +71,8 @@ def run(source: ModelSource, store: Store, env: ToolEnv) -> SourceResult:
     if store.has(STAGE, key):
         return SourceResult(key, entry, sha, store.result(STAGE, key)["details"], cached=True)
     with store.building(STAGE, key) as scratch:
-        details = env.run_worker(
-            "pipeline.workers.materialize", {**request, "out": str(scratch)}, scratch, "materialize.log"
-        )
+        model = env.run_worker("pipeline.workers.materialize", MaterializeRequest(**request, out=str(scratch)),
+                               scratch, "materialize.log")
+        details = asdict(model)
         write_json(scratch / RESULT_FILE, {"source_sha256": sha, "details": details})
     return SourceResult(key, entry, sha, details)

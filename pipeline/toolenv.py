@@ -1,8 +1,9 @@
 """Where each heavy tool's environment lives and how to run a worker module inside it.
 
-llama.cpp, vLLM and llm-compressor pin conflicting versions, so each has its own virtual environment
-(made by the Makefile); the orchestrator never imports them, it runs `python -m pipeline.workers.X`
-with that environment's interpreter and exchanges JSON files.
+llama.cpp, vLLM, llm-compressor and transformers pin conflicting versions, so each has its own
+virtual environment (made by the Makefile); the orchestrator never imports them, it runs
+`python -m pipeline.workers.X` with that environment's interpreter and exchanges typed messages
+(`pipeline/workers/messages.py`) as JSON files.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import read_json, write_json
 from pipeline.settings import REPO_ROOT
+from pipeline.workers import handoff
+
+# The transformers environment materialises model sources and computes reference logprobs
+# (engine parity); the others are named by the specs of the backends that run in them.
+TRANSFORMERS = "transformers"
 
 
 class ToolEnvMissing(Exception):
@@ -54,13 +59,14 @@ class ToolEnv:
     def run_worker(
         self,
         module: str,
-        request: dict[str, Any],
+        request: Any,
         workdir: Path,
         log_name: str,
         extra_env: dict[str, str] | None = None,
         timeout_s: float | None = None,
-    ) -> dict[str, Any]:
-        """Run `python -m module --request R --result O` in this env; return the parsed result.
+    ) -> Any:
+        """Run `python -m module --request R --result O` in this env; return its result, an instance
+        of `type(request).result`, checked field by field.
 
         The worker's stdout and stderr go to `workdir/log_name`.
         """
@@ -69,7 +75,7 @@ class ToolEnv:
         request_path = workdir / f"{log_name}.request.json"
         result_path = workdir / f"{log_name}.result.json"
         log_path = workdir / log_name
-        write_json(request_path, request)
+        handoff.write(request_path, request)
         with open(log_path, "ab") as log:
             proc = subprocess.run(
                 [str(self.python), "-m", module, "--request", str(request_path), "--result", str(result_path)],
@@ -82,7 +88,7 @@ class ToolEnv:
         request_path.unlink(missing_ok=True)
         if proc.returncode != 0 or not result_path.is_file():
             raise ToolFailed(f"{module} failed (exit {proc.returncode}); log {log_path}:\n{tail(log_path)}")
-        result = read_json(result_path)
+        result = handoff.read(result_path, type(request).result)
         result_path.unlink()
         return result
 
@@ -95,16 +101,8 @@ def tail(path: Path, lines: int = 25) -> str:
     return "\n".join("    " + line for line in text[-lines:])
 
 
-def llamacpp_env(envs_root: Path) -> ToolEnv:
-    return ToolEnv("llamacpp", envs_root / "llamacpp")
-
-
-def llmcompressor_env(envs_root: Path) -> ToolEnv:
-    return ToolEnv("llmcompressor", envs_root / "llmcompressor")
-
-
-def vllm_env(envs_root: Path) -> ToolEnv:
-    return ToolEnv("vllm", envs_root / "vllm")
+def tool_env(name: str, envs_root: Path) -> ToolEnv:
+    return ToolEnv(name, envs_root / name)
 
 
 def llamacpp_binary(env: ToolEnv, name: str) -> Path:

@@ -9,22 +9,20 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
-from contextlib import contextmanager
+
+import yaml
+from pydantic import BaseModel
+
+from pipeline.promote import Decision
+from pipeline.recipe.schema import Recipe
+from pipeline.report import Registry, Report, ReportRow
+from pipeline.variant import VariantResult
 
 PREVIOUS_ALIAS = "previous"
-
-
-@dataclass(frozen=True)
-class RegistryOutcome:
-    name: str
-    version: str | None
-    alias: str
-    changed: bool
-    previous_version: str | None
-    note: str
 
 
 def _mlflow():
@@ -81,7 +79,7 @@ class Tracker:
                 path.write_text(content if isinstance(content, str) else json.dumps(content, indent=2, default=str))
                 self.client.log_artifact(run_id, str(path))
 
-    def register(self, model_name: str, alias: str, run_id: str, model_file: Path, manifest: dict[str, Any]) -> RegistryOutcome:
+    def register(self, model_name: str, alias: str, run_id: str, model_file: Path, manifest: dict[str, Any]) -> Registry:
         """Make the winning artifact the alias's version, unless it already is."""
         from mlflow.exceptions import MlflowException
 
@@ -95,8 +93,8 @@ class Tracker:
         except MlflowException:
             pass
         if current is not None and current.tags.get("sha256") == manifest["sha256"]:
-            return RegistryOutcome(model_name, current.version, alias, False, None,
-                                   f"version {current.version} already holds this artifact; alias unchanged")
+            return Registry(name=model_name, version=str(current.version), alias=alias, changed=False, previous_version=None,
+                            note=f"version {current.version} already holds this artifact; alias unchanged")
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
             self.client.log_artifact(run_id, str(Path(tmp) / "manifest.json"), artifact_path="model")
@@ -108,13 +106,90 @@ class Tracker:
         previous = None
         if current is not None:
             self.client.set_registered_model_alias(model_name, PREVIOUS_ALIAS, current.version)
-            previous = current.version
+            previous = str(current.version)
         self.client.set_registered_model_alias(model_name, alias, version.version)
-        return RegistryOutcome(model_name, version.version, alias, True, previous,
-                               f"registered version {version.version} as {alias!r}"
-                               + (f"; version {previous} kept as {PREVIOUS_ALIAS!r}" if previous else ""))
+        return Registry(name=model_name, version=str(version.version), alias=alias, changed=True, previous_version=previous,
+                        note=f"registered version {version.version} as {alias!r}"
+                        + (f"; version {previous} kept as {PREVIOUS_ALIAS!r}" if previous else ""))
 
 
 def _clip(params: dict[str, str]) -> dict[str, str]:
     # MLflow caps a param value at 6000 characters.
     return {k: (v if len(v) <= 6000 else v[:5997] + "...") for k, v in params.items()}
+
+
+def record(tracker: Tracker, run_name: str, recipe: Recipe, recipe_path: Path, report: Report,
+           results: list[VariantResult], decision: Decision) -> tuple[str, Registry | None]:
+    """The parent run, a child per variant, the winner registered; returns (parent run id, registry)."""
+    registry = None
+    variants = {v.name: v for v in recipe.variants}
+    with tracker.parent_run(run_name, flat_params(recipe.model_dump(exclude={"variants"})),
+                            {"recipe": str(recipe_path), "recipe_hash": report.recipe_hash}) as parent_id:
+        child_ids = {}
+        for result in results:
+            row = report.row(result.name)
+            child_ids[result.name] = tracker.child_run(
+                result.name, flat_params(variants[result.name]), variant_metrics(row),
+                {"verdict": "pass" if row.passed else "fail", "promoted": str(row.promoted).lower(),
+                 "reasons": "; ".join(row.reasons)[:5000] or "all checks passed",
+                 "reference": str(result.reference).lower(), "engine": result.engine},
+                result.files(),
+            )
+        if decision.winner:
+            winner = next(r for r in results if r.name == decision.winner)
+            assert winner.artifact is not None
+            registry = tracker.register(recipe.tracking.registered_model, recipe.tracking.alias,
+                                        child_ids[winner.name], winner.artifact.model_path, winner.artifact.manifest)
+        tracker.log_parent(parent_id, {"winner": decision.winner or "none", "decision": decision.reason},
+                           {"decision.json": decision.to_json(),
+                            "report.json": {**report.to_json(), "registry": asdict(registry) if registry else None},
+                            "recipe.yaml": yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)})
+    return parent_id, registry
+
+
+def flat_params(obj: Any, prefix: str = "") -> dict[str, str]:
+    """Flatten a (nested) recipe section to dotted keys, for MLflow params."""
+    data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
+    out: dict[str, str] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out.update(flat_params(value, f"{prefix}{key}."))
+    elif isinstance(data, list):
+        out[prefix.rstrip(".")] = json.dumps(data)
+    else:
+        out[prefix.rstrip(".")] = str(data)
+    return out
+
+
+def variant_metrics(row: ReportRow) -> dict[str, float]:
+    metrics: dict[str, float] = {"passed": float(row.passed), "promoted": float(row.promoted)}
+    for task, acc in row.accuracy.items():
+        if acc is not None:
+            metrics[f"{task}.acc"] = acc
+        if row.delta[task] is not None:
+            metrics[f"{task}.delta_vs_reference"] = row.delta[task]  # type: ignore[assignment]
+        if task in row.delta_upper:
+            metrics[f"{task}.drop_upper"] = row.delta_upper[task]
+            metrics[f"{task}.right_to_wrong"] = row.flips[task].right_to_wrong
+            metrics[f"{task}.wrong_to_right"] = row.flips[task].wrong_to_right
+    if row.parity and row.parity.mean_abs_diff is not None:
+        metrics["engine_parity_mean_abs_diff"] = row.parity.mean_abs_diff
+    if row.divergence:
+        for name in ("kld_mean", "kld_p99", "flip_rate", "ppl_ratio", "reference_tail_mass"):
+            if (value := getattr(row.divergence, name)) is not None:
+                metrics[name] = value
+    for name, value in (("size_mb", row.file_mb), ("bits_per_weight", row.bits_per_weight),
+                        ("quantize_seconds", row.quantize_seconds), ("quantize_peak_rss_mb", row.peak_rss_mb)):
+        if value is not None:
+            metrics[name] = value
+    if row.bench:
+        metrics["output_tokens_per_s"] = row.bench.output_tokens_per_s
+        metrics["error_rate"] = row.bench.error_rate
+        for name in ("ttft_ms", "itl_ms", "e2e_ms"):
+            for q in ("p50", "p95", "p99"):
+                value = getattr(row.bench, name)[q]
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    metrics[f"{name.removesuffix('_ms')}_{q}_ms"] = value
+    if row.usd_per_1m_tokens is not None:
+        metrics["usd_per_1m_tokens"] = row.usd_per_1m_tokens
+    return metrics

@@ -1,44 +1,45 @@
 """Serving engines: each starts a real OpenAI-compatible server on loopback and always stops it.
 
-An `Engine` is a context manager exposing `base_url` and `api_key`; it is registered under the
-`engine` name recipes use, so shared code never branches on which engine it is.
+An `Engine` only serves: start, ready, stop. What it can answer besides text (prompt logprobs, top-k,
+an in-process scorer) it declares in its spec's `Capabilities`; each measurement chooses its method
+from those, so shared code never branches on which engine it is. One module per engine here, each
+registering an `EngineSpec` (pipeline/specs.py).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
-from pipeline.quantize import Artifact
+from pipeline.specs import Capabilities
+from pipeline.toolenv import ToolEnv
 
 
 class Engine(Protocol):
     name: str
-    env: Any  # the ToolEnv its workers run in
     base_url: str
     api_key: str
     served_model: str
-    eval_worker: str  # the worker module that runs lm-eval against this engine
-    # in-process worker for next-token divergence vs the reference; None: measured while served,
-    # from top-k prompt logprobs (the engine then has tokenize, prompt_top_logprobs, max_top_logprobs)
-    divergence_worker: str | None
-    scorer_threads: int
+    log_path: Path
     ready_seconds: float | None
-
-    def prompt_logprobs(self, token_ids: list[int], workdir: Any) -> list[float]: ...
 
     def __enter__(self) -> "Engine": ...
 
     def __exit__(self, *exc: object) -> None: ...
 
 
-# (artifact, recipe.engines, tool-environments root, artifacts root, server log path) -> Engine
-EngineFactory = Callable[[Artifact, Any, Any, Any, Any], Engine]
-_ENGINES: dict[str, EngineFactory] = {}
+@dataclass
+class EngineContext:
+    """One engine for one artifact, as measurements see it: what it can answer, the environment its
+    in-process tools run in, and, while it is being served, the running server."""
 
+    name: str
+    capabilities: Capabilities
+    env: ToolEnv
+    server: Engine | None = None
 
-def register(name: str, factory: EngineFactory) -> None:
-    _ENGINES[name] = factory
-
-
-def engine_for(name: str) -> EngineFactory:
-    return _ENGINES[name]
+    def running(self) -> Engine:
+        if self.server is None:
+            raise RuntimeError(f"the {self.name} server is not running")  # our bug: a served step ran unserved
+        return self.server

@@ -1,29 +1,45 @@
 """llama.cpp's own `llama-server`: it batches concurrent requests (parallel slots), unlike the
 llama-cpp-python server, which serializes them behind a global lock.
+
+It cannot return correct prompt logprobs (`echo` is ignored), so it declares an in-process scorer
+instead: the same GGUF file and ggml kernels through llama-cpp-python, with full-vocabulary logits.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import ClassVar
 
-from pipeline.engines import register
+from pydantic import Field
+
+from pipeline import specs
 from pipeline.engines.server import ServedEngine, ServerProcess
 from pipeline.quantize import Artifact
-from pipeline.recipe import LlamaCppEngineConfig
-from pipeline.toolenv import ToolEnv, llamacpp_binary, llamacpp_env
+from pipeline.recipe.schema import EngineConfig
+from pipeline.toolenv import ToolEnv, llamacpp_binary
+
+
+class LlamaCppEngineConfig(EngineConfig):
+    """llama-server settings. One thread per server avoids thrashing on a 2-core machine."""
+
+    scorer_fields: ClassVar[frozenset[str]] = frozenset({"scorer_threads"})
+    context_field: ClassVar[str] = "ctx_per_slot"
+
+    threads: int = Field(1, ge=1)
+    parallel: int = Field(4, ge=1, description="concurrent slots (continuous batching)")
+    scorer_threads: int | None = Field(
+        None, ge=1, description="threads of the in-process scorer (evals, divergence); None: all cores"
+    )
+    ctx_per_slot: int = Field(1024, ge=128)
+    ready_timeout_s: float = Field(120, gt=0)
 
 
 class LlamaServerEngine(ServedEngine):
     name = "llamacpp"
-    eval_worker = "pipeline.workers.lmeval_llamacpp"
-    divergence_worker = "pipeline.workers.divergence_llamacpp"
 
     def __init__(self, artifact: Artifact, config: LlamaCppEngineConfig, env: ToolEnv, log_path: Path):
-        super().__init__(artifact, env)
-        self.config = config
-        # The scorer runs while the server idles, so it may use every core.
-        self.scorer_threads = config.scorer_threads or os.cpu_count() or 1
+        super().__init__(artifact, log_path)
         argv = [
             str(llamacpp_binary(env, "llama-server")),
             "--model", str(artifact.model_path),
@@ -40,12 +56,17 @@ class LlamaServerEngine(ServedEngine):
         # /health answers 503 while the model loads and 200 once it can serve.
         self.server = ServerProcess(argv, f"{self.base_url}/health", log_path, config.ready_timeout_s)
 
-    def prompt_logprobs(self, token_ids: list[int], workdir: Path) -> list[float]:
-        """log P(t_i | t_<i) for i ≥ 1, from the in-process scorer (the server cannot give them)."""
-        return self.env.run_worker("pipeline.workers.parity_llamacpp", {
-            "model_path": str(self.artifact.model_path), "token_ids": token_ids, "threads": self.scorer_threads,
-        }, workdir, "parity.log")["token_logprobs"]
+
+def capabilities(config: LlamaCppEngineConfig) -> specs.Capabilities:
+    # The scorer runs while the server idles, so it may use every core.
+    scorer = specs.InProcessScorer(worker="pipeline.workers.llamacpp_scorer",
+                                   threads=config.scorer_threads or os.cpu_count() or 1)
+    return specs.Capabilities(max_context=config.ctx_per_slot, concurrency=config.parallel,
+                              served_prompt_logprobs=False, scorer=scorer)
 
 
-register("llamacpp", lambda artifact, engines, envs_root, artifacts_root, log_path:
-         LlamaServerEngine(artifact, engines.llamacpp, llamacpp_env(envs_root), log_path))
+SPEC = specs.register_engine(specs.EngineSpec(
+    name="llamacpp", formats=frozenset({"gguf"}), env="llamacpp", config_model=LlamaCppEngineConfig,
+    capabilities=capabilities,
+    make=lambda *, artifact, config, env, artifacts_root, log_path: LlamaServerEngine(artifact, config, env, log_path),
+))

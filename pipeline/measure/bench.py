@@ -18,7 +18,10 @@ from typing import Any
 
 import httpx
 
-from pipeline.recipe import BenchConfig
+from pipeline.artifacts import RESULT_FILE, Store, content_key, write_json
+from pipeline.engines import EngineContext
+from pipeline.recipe.schema import BenchConfig, EngineConfig
+from pipeline.workers.handoff import from_plain, to_plain
 
 STAGE = "bench"
 
@@ -62,6 +65,16 @@ class BenchResult:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def key(config: BenchConfig, engine_config: EngineConfig, artifact_key: str) -> str:
+    # Only what changes serving belongs here (an in-process scorer's settings do not).
+    return content_key(STAGE, artifact_key, engine_config.model_dump(exclude=set(engine_config.scorer_fields)),
+                       config.model_dump())
+
+
+def cached(store: Store, bench_key: str) -> BenchResult | None:
+    return from_plain(store.result(STAGE, bench_key), BenchResult) if store.has(STAGE, bench_key) else None
 
 
 def percentiles(values: list[float], scale: float = 1000.0) -> dict[str, float]:
@@ -173,6 +186,26 @@ def summarize(timings: list[RequestTiming], duration_s: float, concurrency: int)
     )
 
 
-def run(base_url: str, api_key: str, model: str, config: BenchConfig) -> BenchResult:
+def load(base_url: str, api_key: str, model: str, config: BenchConfig) -> BenchResult:
+    """The workload against a server: what every request measured, summarised."""
     timings, duration = asyncio.run(_run(base_url, api_key, model, config))
     return summarize(timings, duration, config.concurrency)
+
+
+class BenchFailed(Exception):
+    """Requests failed: maybe passing trouble, so the result is reported but never cached."""
+
+    def __init__(self, message: str, result: BenchResult):
+        super().__init__(message)
+        self.result = result
+
+
+def run(engine: EngineContext, artifact_key: str, store: Store, config: BenchConfig,
+        engine_config: EngineConfig) -> BenchResult:
+    server = engine.running()
+    result = load(server.base_url, server.api_key, server.served_model, config)
+    if result.errors:
+        raise BenchFailed(f"{result.errors} of {result.requests} requests failed: {result.first_error}", result)
+    with store.building(STAGE, key(config, engine_config, artifact_key)) as scratch:
+        write_json(scratch / RESULT_FILE, to_plain(result))
+    return result

@@ -1,14 +1,14 @@
 """Divergence of a variant vs its engine's reference on a fixed text: KL, top-1 flips, perplexity.
 
-Two ways, by engine:
-- in process (llama.cpp): a worker loads both models and compares full-vocabulary logits; exact.
-- served (vLLM): the running server returns each position's top-k prompt logprobs. The reference's
-  are collected once while it is served and kept; each variant's are compared with them. KL is then
-  taken over the reference's top-k tokens plus one bucket for the rest of the vocabulary, a token
-  missing from the variant's top-k counted at the variant's k-th logprob (the most it can have).
-  Flips and the perplexity ratio stay exact (top-1 and the text's own tokens are always returned).
-  Measured against exact KL on the demo's GGUF ladder at k=100: within -13% .. +7%
-  (README "Divergence on served engines").
+The method follows the engine's capabilities:
+- exact (an in-process scorer with full-vocabulary logits, llama.cpp): a worker loads both models and
+  compares the whole distributions at every position; no server needed.
+- served top-k (the server returns top-k prompt logprobs, vLLM): the reference's are collected once
+  while it is served and kept; each variant's are compared with them. KL is then taken over the
+  reference's top-k tokens plus one bucket for the rest of the vocabulary, a token missing from the
+  variant's top-k counted at the variant's k-th logprob (the most it can have). Flips and the
+  perplexity ratio stay exact (top-1 and the text's own tokens are always returned). Measured
+  against exact KL on the demo's GGUF ladder at k=100: within -13% .. +7% (README "Divergence").
 
 Cached on (variant, reference, text bytes, windowing, method). The reference is also measured
 against itself: it must come out at exactly 0, or the measurement adds noise of its own.
@@ -18,54 +18,68 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from pipeline.artifacts import RESULT_FILE, Store, content_key, sha256_file, write_json
-from pipeline.recipe import DivergenceConfig, ParityConfig, RecipeError
-from pipeline.toolenv import ToolEnv
+from pipeline.engines import EngineContext
+from pipeline.measure import NotMeasurable
+from pipeline.measure.served import ServedLogprobs
+from pipeline.measure.texts import text_path
+from pipeline.quantize import Artifact
+from pipeline.recipe.schema import DivergenceConfig
+from pipeline.specs import Capabilities
 from pipeline.workers.divergence_summary import summarize
+from pipeline.workers.handoff import from_plain, to_plain
+from pipeline.workers.messages import DivergenceMetrics, DivergenceRequest
 
 STAGE = "divergence"
-METHOD_VERSION = "1"
+EXACT_METHOD = "1"  # the method's version in the key: bump when exact divergence changes
 
 
-@dataclass(frozen=True)
-class DivergenceResult:
-    key: str
-    metrics: dict[str, Any]
-    cached: bool
+def served_method(k: int) -> str:
+    return f"served-top{k}-v1"
 
 
-def text_path(config: DivergenceConfig | ParityConfig) -> Path:
-    """The text on this machine ('stdlib:difflib' is the standard library's difflib.py)."""
-    path = config.path()
-    if path is None:  # load_recipe checked it; the file went away since
-        raise RecipeError(f"text {config.text!r} is no longer there")
-    return path
+def method(capabilities: Capabilities) -> str:
+    """The method's name (part of the key): exact where full logits exist, else served top-k."""
+    if capabilities.exact_logits():
+        return EXACT_METHOD
+    if capabilities.top_logprobs > 0:
+        return served_method(capabilities.top_logprobs)
+    raise NotMeasurable("the engine gives neither full-vocabulary logits nor top-k prompt logprobs:"
+                        " no divergence measurement")
 
 
-def key(config: DivergenceConfig, variant_key: str, reference_key: str, method: str = METHOD_VERSION) -> str:
+def needs_server(capabilities: Capabilities) -> bool:
+    return method(capabilities) != EXACT_METHOD
+
+
+def key(config: DivergenceConfig, variant_key: str, reference_key: str, method: str = EXACT_METHOD) -> str:
     return content_key(STAGE, variant_key, reference_key, sha256_file(text_path(config)),
                        config.windows, config.window_tokens, method)
 
 
-def run(config: DivergenceConfig, worker: str, variant_path: Path, variant_key: str, reference_path: Path,
-        reference_key: str, store: Store, env: ToolEnv, threads: int) -> DivergenceResult:
-    div_key = key(config, variant_key, reference_key)
-    if store.has(STAGE, div_key):
-        return DivergenceResult(div_key, store.result(STAGE, div_key), cached=True)
-    with store.building(STAGE, div_key) as scratch:
-        metrics = env.run_worker(worker, {
-            "reference_path": str(reference_path), "variant_path": str(variant_path),
-            "text_path": str(text_path(config)), "windows": config.windows,
-            "window_tokens": config.window_tokens, "threads": threads,
-        }, scratch, "divergence.log")
-        write_json(scratch / RESULT_FILE, metrics)
-    return DivergenceResult(div_key, metrics, cached=False)
+def cached(store: Store, div_key: str) -> DivergenceMetrics | None:
+    return from_plain(store.result(STAGE, div_key), DivergenceMetrics) if store.has(STAGE, div_key) else None
+
+
+def run(engine: EngineContext, artifact: Artifact, reference: Artifact, store: Store,
+        config: DivergenceConfig) -> DivergenceMetrics:
+    """`artifact` vs `reference` (itself, for the reference), by the method the engine allows."""
+    how = method(engine.capabilities)
+    if how != EXACT_METHOD:
+        served = ServedLogprobs(engine.running(), engine.capabilities.top_logprobs)
+        return run_served(config, served, artifact.key, reference.key, store)
+    assert engine.capabilities.scorer is not None
+    with store.building(STAGE, key(config, artifact.key, reference.key, how)) as scratch:
+        metrics = engine.env.run_worker(engine.capabilities.scorer.worker, DivergenceRequest(
+            reference_path=str(reference.model_path), variant_path=str(artifact.model_path),
+            text_path=str(text_path(config)), windows=config.windows, window_tokens=config.window_tokens,
+            threads=engine.capabilities.scorer.threads), scratch, "divergence.log")
+        write_json(scratch / RESULT_FILE, to_plain(metrics))
+    return metrics
 
 
 # --- served engines: top-k prompt logprobs ------------------------------------------------
@@ -82,10 +96,6 @@ class ServesTopLogprobs(Protocol):
     def prompt_top_logprobs(self, token_ids: list[int], k: int) -> list[Position]: ...
 
 
-def served_method(k: int) -> str:
-    return f"served-top{k}-v1"
-
-
 def _windows(config: DivergenceConfig, engine: ServesTopLogprobs) -> list[list[int]]:
     tokens = engine.tokenize(text_path(config).read_text())
     size = config.window_tokens
@@ -95,7 +105,7 @@ def _windows(config: DivergenceConfig, engine: ServesTopLogprobs) -> list[list[i
     return windows
 
 
-def _collect(config: DivergenceConfig, engine: ServesTopLogprobs) -> dict[str, Any]:
+def _collect(config: DivergenceConfig, engine: ServesTopLogprobs) -> dict:
     windows = _windows(config, engine)
     k = engine.max_top_logprobs
     return {"k": k, "token_ids": windows,
@@ -103,7 +113,7 @@ def _collect(config: DivergenceConfig, engine: ServesTopLogprobs) -> dict[str, A
                           for w in windows]}
 
 
-def _positions(collected: dict[str, Any]) -> list[list[Position]]:
+def _positions(collected: dict) -> list[list[Position]]:
     return [[(lp, {int(t): v for t, v in top}) for lp, top in window] for window in collected["positions"]]
 
 
@@ -113,13 +123,13 @@ def reference_key(config: DivergenceConfig, reference_key_: str, k: int) -> str:
 
 
 def run_served(config: DivergenceConfig, engine: ServesTopLogprobs, variant_key: str, reference_key_: str,
-               store: Store) -> DivergenceResult:
+               store: Store) -> DivergenceMetrics:
     """Divergence of the variant being served by `engine`; when it is the reference, first keep its
     top-k logprobs for the variants after it (and then compare it with itself: a second pass)."""
     k = engine.max_top_logprobs
     div_key = key(config, variant_key, reference_key_, served_method(k))
-    if store.has(STAGE, div_key):
-        return DivergenceResult(div_key, store.result(STAGE, div_key), cached=True)
+    if (found := cached(store, div_key)) is not None:
+        return found
     ref_key = reference_key(config, reference_key_, k)
     if variant_key == reference_key_ and not store.has(STAGE, ref_key):
         with store.building(STAGE, ref_key) as scratch:
@@ -131,14 +141,14 @@ def run_served(config: DivergenceConfig, engine: ServesTopLogprobs, variant_key:
     if _windows(config, engine) != reference["token_ids"]:
         raise ValueError("reference and variant tokenize the divergence text differently: not comparable")
     variant = [engine.prompt_top_logprobs(w, k) for w in reference["token_ids"]]
-    metrics = {**topk_metrics(_positions(reference), variant, k), "window_tokens": config.window_tokens,
-               "seconds": round(time.monotonic() - started, 2)}
+    metrics = DivergenceMetrics(**topk_metrics(_positions(reference), variant, k), window_tokens=config.window_tokens,
+                                seconds=round(time.monotonic() - started, 2))
     with store.building(STAGE, div_key) as scratch:
-        write_json(scratch / RESULT_FILE, metrics)
-    return DivergenceResult(div_key, metrics, cached=False)
+        write_json(scratch / RESULT_FILE, to_plain(metrics))
+    return metrics
 
 
-def topk_metrics(reference: list[list[Position]], variant: list[list[Position]], k: int) -> dict[str, Any]:
+def topk_metrics(reference: list[list[Position]], variant: list[list[Position]], k: int) -> dict:
     """KL(reference || variant) over the reference's top-k plus a rest bucket, flips and perplexity."""
     klds, agree, nll_ref, nll_var, tail = [], 0, 0.0, 0.0, []
     for ref_window, var_window in zip(reference, variant, strict=True):

@@ -1,4 +1,5 @@
-"""Quantize stage: one backend per variant kind, each behind the small `Quantizer` protocol.
+"""Quantize stage: one backend per module here, each behind the small `Quantizer` protocol and
+registered with a `QuantizerSpec` (pipeline/specs.py) naming the variant kinds it makes.
 
 Every artifact lives in its own content-addressed folder with a manifest (what made it, from what,
 with which tools, and what it actually holds), so a re-run skips it and a change redoes only it.
@@ -8,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
-from pipeline.artifacts import Store
+from pipeline import specs
+from pipeline.artifacts import RESULT_FILE, Store, write_json
 from pipeline.source import SourceResult
+from pipeline.toolenv import tool_env
 
 STAGE = "variants"
 MANIFEST = "manifest.json"
@@ -35,10 +38,6 @@ class Quantizer(Protocol):
     def quantize(self, variant: Any, source: SourceResult, store: Store, recipe_hash: str) -> Artifact: ...
 
 
-# variant kind -> factory taking the host's tool-environments root and the recipe
-_QUANTIZERS: dict[str, Callable[[Path, Any], Quantizer]] = {}
-
-
 def manifest_identity(variant: Any, key: str, recipe_hash: str, source: SourceResult) -> dict[str, Any]:
     """The fields every backend's manifest starts with: which variant, made how, from what."""
     return {
@@ -51,9 +50,26 @@ def manifest_identity(variant: Any, key: str, recipe_hash: str, source: SourceRe
     }
 
 
-def register(kind: str, factory: Callable[[Path, Any], Quantizer]) -> None:
-    _QUANTIZERS[kind] = factory
+def cached_artifact(store: Store, variant: Any, key: str, file: str) -> Artifact | None:
+    """The finished artifact under `key`, or None: what every backend checks before any work."""
+    if not store.has(STAGE, key):
+        return None
+    entry = store.entry(STAGE, key)
+    return Artifact(variant.name, key, entry, entry / file, store.result(STAGE, key), cached=True)
+
+
+def write_manifest(scratch: Path, manifest: dict[str, Any]) -> None:
+    """The last write of a backend's build: the manifest, which is also the entry's result."""
+    write_json(scratch / MANIFEST, manifest)
+    write_json(scratch / RESULT_FILE, manifest)
+
+
+def built_artifact(store: Store, variant: Any, key: str, file: str, manifest: dict[str, Any]) -> Artifact:
+    entry = store.entry(STAGE, key)
+    return Artifact(variant.name, key, entry, entry / file, manifest, cached=False)
 
 
 def quantizer_for(kind: str, envs_root: Path, recipe: Any) -> Quantizer:
-    return _QUANTIZERS[kind](envs_root, recipe)
+    """The backend that makes `kind`, in its tool environment."""
+    spec = specs.quantizer_for_kind(kind)
+    return spec.make(tool_env(spec.env, envs_root) if spec.env else None, recipe)

@@ -8,18 +8,45 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
+from pydantic import field_validator
+
+from pipeline import specs
 from pipeline.artifacts import RESULT_FILE, Store, content_key, sha256_file, write_json
-from pipeline.compat import GGUF_UNQUANTIZED
-from pipeline.quantize import MANIFEST, STAGE, Artifact, manifest_identity, register
-from pipeline.recipe import GGUFVariant
+from pipeline.quantize import (STAGE, Artifact, built_artifact, cached_artifact, manifest_identity,
+                               write_manifest)
+from pipeline.recipe.schema import VariantConfig
 from pipeline.source import SourceResult
-from pipeline.toolenv import ToolEnv, ToolEnvMissing, llamacpp_binary, llamacpp_env
+from pipeline.toolenv import ToolEnv, ToolEnvMissing, llamacpp_binary
+from pipeline.workers.messages import GGUFConvertRequest, GGUFFile, GGUFInspectRequest, GGUFQuantizeRequest
 
 BASE_STAGE = "gguf-base"
 MODEL_FILE = "model.gguf"
+
+# llama.cpp file types accepted by llama-quantize (and the unquantized conversions convert_hf_to_gguf
+# writes). Effective bits per weight are measured per artifact: k-quants fall back on tensors whose
+# width is not a multiple of 256.
+GGUF_UNQUANTIZED = ("F32", "F16", "BF16")
+GGUF_TYPES = GGUF_UNQUANTIZED + ("Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_1",
+                                 "Q4_0", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K")
+
+
+class GGUFVariant(VariantConfig):
+    """A llama.cpp GGUF type; F16/BF16/F32 are unquantized conversions (the reference)."""
+
+    format: ClassVar[str] = "gguf"
+    kind: Literal["gguf"]
+    type: str
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in GGUF_TYPES:
+            raise ValueError(specs.unknown("GGUF type", value, list(GGUF_TYPES)))
+        return value
 
 
 def llama_cpp_src(env: ToolEnv) -> Path:
@@ -47,56 +74,51 @@ class GGUFQuantizer:
         key = content_key(BASE_STAGE, source.key, outtype, tool_versions(self.env))
         if not store.has(BASE_STAGE, key):
             with store.building(BASE_STAGE, key) as scratch:
-                details = self.env.run_worker(
-                    "pipeline.workers.gguf",
-                    {"op": "convert", "llama_cpp_src": str(llama_cpp_src(self.env)),
-                     "model_dir": str(source.model_dir), "out": str(scratch / MODEL_FILE), "outtype": outtype},
-                    scratch, "convert.log",
-                )
-                write_json(scratch / RESULT_FILE, {"seconds": details["seconds"]})
+                details = self.env.run_worker("pipeline.workers.gguf", GGUFConvertRequest(
+                    llama_cpp_src=str(llama_cpp_src(self.env)), model_dir=str(source.model_dir),
+                    out=str(scratch / MODEL_FILE), outtype=outtype), scratch, "convert.log")
+                write_json(scratch / RESULT_FILE, {"seconds": details.seconds})
         return store.entry(BASE_STAGE, key) / MODEL_FILE
 
     def quantize(self, variant: GGUFVariant, source: SourceResult, store: Store, recipe_hash: str) -> Artifact:
         key = self.key(variant, source)
-        entry = store.entry(STAGE, key)
-        if store.has(STAGE, key):
-            return Artifact(variant.name, key, entry, entry / MODEL_FILE, store.result(STAGE, key), cached=True)
+        if found := cached_artifact(store, variant, key, MODEL_FILE):
+            return found
         started = time.monotonic()
         base = self._convert(source, store, "F16" if variant.type not in GGUF_UNQUANTIZED else variant.type)
         with store.building(STAGE, key) as scratch:
             out = scratch / MODEL_FILE
+            details: GGUFFile
             if variant.type in GGUF_UNQUANTIZED:
                 try:
                     os.link(base, out)  # the conversion itself is the artifact; a hard link costs no space
                 except OSError:
                     shutil.copy2(base, out)
-                details: dict[str, Any] = self.env.run_worker(
-                    "pipeline.workers.gguf", {"op": "inspect", "path": str(out)}, scratch, "inspect.log"
-                )
+                details = self.env.run_worker("pipeline.workers.gguf", GGUFInspectRequest(path=str(out)),
+                                              scratch, "inspect.log")
             else:
-                details = self.env.run_worker(
-                    "pipeline.workers.gguf",
-                    {"op": "quantize", "llama_quantize": str(llamacpp_binary(self.env, "llama-quantize")),
-                     "base": str(base), "out": str(out), "type": variant.type, "threads": self.threads},
-                    scratch, "quantize.log",
-                )
-            manifest = {
+                details = self.env.run_worker("pipeline.workers.gguf", GGUFQuantizeRequest(
+                    llama_quantize=str(llamacpp_binary(self.env, "llama-quantize")), base=str(base), out=str(out),
+                    type=variant.type, threads=self.threads), scratch, "quantize.log")
+            manifest: dict[str, Any] = {
                 **manifest_identity(variant, key, recipe_hash, source),
                 "tool_versions": tool_versions(self.env),
                 "file": MODEL_FILE,
                 "file_bytes": out.stat().st_size,
                 "sha256": sha256_file(out),
-                "bits_per_weight": details["bits_per_weight"],
-                "n_params": details["n_params"],
-                "tensor_type_counts": details["tensor_type_counts"],
-                "tensor_types_by_role": details["tensor_types_by_role"],
-                "tensors": details["tensors"],
+                "bits_per_weight": details.bits_per_weight,
+                "n_params": details.n_params,
+                "tensor_type_counts": details.tensor_type_counts,
+                "tensor_types_by_role": details.tensor_types_by_role,
+                "tensors": [asdict(t) for t in details.tensors],
                 "quantize_seconds": round(time.monotonic() - started, 2),
-                "peak_rss_mb": details.get("peak_rss_mb"),
+                "peak_rss_mb": details.peak_rss_mb,
             }
-            write_json(scratch / MANIFEST, manifest)
-            write_json(scratch / RESULT_FILE, manifest)
-        return Artifact(variant.name, key, entry, entry / MODEL_FILE, manifest, cached=False)
+            write_manifest(scratch, manifest)
+        return built_artifact(store, variant, key, MODEL_FILE, manifest)
 
 
-register("gguf", lambda envs_root, recipe: GGUFQuantizer(llamacpp_env(envs_root)))
+SPEC = specs.register_quantizer(specs.QuantizerSpec(
+    name="gguf", variant_models=(GGUFVariant,), env="llamacpp",
+    make=lambda env, recipe: GGUFQuantizer(env),
+))

@@ -1,5 +1,5 @@
 """llm-compressor backend: compressed-tensors checkpoints for vLLM, made by `oneshot` in the
-llm-compressor environment; plus the unquantized HF reference those variants are compared with.
+llm-compressor environment. Each scheme is a recipe model here that says which modifiers make it.
 
 Calibration data is part of the key: the same recipe with other calibration text is another artifact.
 """
@@ -7,24 +7,120 @@ Calibration data is part of the key: the same recipe with other calibration text
 from __future__ import annotations
 
 import hashlib
-import json
-import math
-import os
-import struct
-import shutil
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
-from pipeline.artifacts import RESULT_FILE, Store, content_key, sha256_file, write_json
-from pipeline.quantize import MANIFEST, STAGE, Artifact, manifest_identity, register
-from pipeline.recipe import CalibrationConfig, HFVariant, _LLMCompressorVariant
+from pydantic import Field
+
+from pipeline import specs
+from pipeline.artifacts import Store, content_key, sha256_file
+from pipeline.model_info import ModelInfo, divisors, pattern_matches
+from pipeline.quantize import (STAGE, Artifact, built_artifact, cached_artifact, manifest_identity,
+                               write_manifest)
+from pipeline.quantize.passthrough import MODEL_DIR, safetensors_summary
+from pipeline.recipe.schema import CalibrationConfig, VariantConfig
 from pipeline.settings import REPO_ROOT
 from pipeline.source import SourceResult
-from pipeline.toolenv import ToolEnv, llmcompressor_env
+from pipeline.toolenv import ToolEnv
 from pipeline.workers.calibration import builtin_texts
+from pipeline.workers.messages import CalibrationData, Modifier, OneshotRequest, OneshotResult
 
-MODEL_DIR = "model"
+GPTQ = "llmcompressor.modifiers.gptq"
+QUANTIZATION = "llmcompressor.modifiers.quantization"
+
+
+class LLMCompressorVariant(VariantConfig):
+    """A compressed-tensors checkpoint made by llm-compressor's oneshot, served by vLLM."""
+
+    format: ClassVar[str] = "compressed-tensors"
+    needs_calibration: ClassVar[bool] = True
+
+    ignore: list[str] = Field(default_factory=lambda: ["lm_head"],
+                              description="module names, 're:<regex>' patterns or class names left unquantized")
+
+    def modifiers(self) -> list[Modifier]:
+        """The llm-compressor recipe that makes this scheme, built in the worker."""
+        raise NotImplementedError
+
+    def model_errors(self, index: int, info: ModelInfo) -> list[str]:
+        errors = []
+        group = getattr(self, "group_size", None)
+        widths = info.linear_widths()
+        allowed = sorted(set.intersection(*(set(divisors(w)) for w in widths.values())))
+        for what, width in widths.items():
+            if group and width % group:
+                errors.append(f"variants[{index}].group_size: {group} does not divide {what} {width}"
+                              f" (allowed: {', '.join(map(str, allowed))}, or null for one scale per channel)")
+                break
+        modules = info.linear_modules()
+        for j, pattern in enumerate(self.ignore):
+            if modules is not None and not pattern_matches(pattern, modules):
+                errors.append(f"variants[{index}].ignore[{j}]: {pattern!r} matches no module of this"
+                              f" {info.architecture} (names look like lm_head, model.layers.0.self_attn.q_proj,"
+                              " model.layers.0.mlp.down_proj; 're:<regex>' for patterns)")
+        return errors
+
+
+def _int4_groups(group_size: int | None, symmetric: bool) -> dict[str, Any]:
+    weights: dict[str, Any] = {"num_bits": 4, "type": "int", "symmetric": symmetric,
+                               "strategy": "group" if group_size else "channel"}
+    if group_size:
+        weights["group_size"] = group_size
+    return {"group_0": {"targets": ["Linear"], "weights": weights}}
+
+
+class FP8DynamicVariant(LLMCompressorVariant):
+    """FP8 weights (per channel) and dynamic per-token FP8 activations; needs no calibration data."""
+
+    needs_calibration: ClassVar[bool] = False
+    kind: Literal["fp8_dynamic"]
+
+    def modifiers(self) -> list[Modifier]:
+        return [Modifier(module=QUANTIZATION, name="QuantizationModifier",
+                         args={"targets": "Linear", "scheme": "FP8_DYNAMIC", "ignore": list(self.ignore)})]
+
+
+class W8A8Int8Variant(LLMCompressorVariant):
+    """INT8 weights and activations: SmoothQuant moves activation outliers into weights, then GPTQ."""
+
+    kind: Literal["w8a8_int8"]
+    smoothing_strength: float = Field(0.8, gt=0, lt=1)
+    dampening: float = Field(0.01, gt=0, lt=1, description="GPTQ Hessian dampening fraction")
+
+    def modifiers(self) -> list[Modifier]:
+        return [Modifier(module="llmcompressor.modifiers.transform.smoothquant", name="SmoothQuantModifier",
+                         args={"smoothing_strength": self.smoothing_strength}),
+                Modifier(module=GPTQ, name="GPTQModifier", args={"targets": "Linear", "scheme": "W8A8",
+                         "ignore": list(self.ignore), "dampening_frac": self.dampening})]
+
+
+class W4A16GPTQVariant(LLMCompressorVariant):
+    """4-bit integer weights, 16-bit activations, rounding chosen by GPTQ on calibration data."""
+
+    kind: Literal["w4a16_gptq"]
+    group_size: int | None = Field(64, ge=8, description="None: one scale per output channel")
+    symmetric: bool = True
+    dampening: float = Field(0.01, gt=0, lt=1, description="GPTQ Hessian dampening fraction")
+
+    def modifiers(self) -> list[Modifier]:
+        return [Modifier(module=GPTQ, name="GPTQModifier", args={
+            "config_groups": _int4_groups(self.group_size, self.symmetric), "ignore": list(self.ignore),
+            "dampening_frac": self.dampening})]
+
+
+class W4A16AWQVariant(LLMCompressorVariant):
+    """4-bit integer weights with activation-aware scaling (AWQ), then round-to-nearest. In 0.14 AWQ
+    takes no quantization arguments: a QuantizationModifier after it quantizes."""
+
+    kind: Literal["w4a16_awq"]
+    group_size: int | None = Field(64, ge=8, description="None: one scale per output channel")
+    symmetric: bool = False
+
+    def modifiers(self) -> list[Modifier]:
+        return [Modifier(module="llmcompressor.modifiers.transform.awq", name="AWQModifier",
+                         args={"duo_scaling": "both"}),
+                Modifier(module=QUANTIZATION, name="QuantizationModifier", args={
+                    "config_groups": _int4_groups(self.group_size, self.symmetric), "ignore": list(self.ignore)})]
 
 
 def requirements_sha(name: str) -> str:
@@ -44,100 +140,54 @@ def calibration_fingerprint(config: CalibrationConfig) -> dict[str, Any]:
     return {**config.model_dump(mode="json", exclude={"path"}), "data": data}
 
 
-def _safetensors_summary(folder: Path) -> dict[str, Any]:
-    files = sorted(folder.glob("*.safetensors"))
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(sha256_file(f).encode())
-    return {"file_bytes": sum(f.stat().st_size for f in files), "sha256": digest.hexdigest(),
-            "files": [f.name for f in files]}
-
-
-def safetensors_params(folder: Path) -> int:
-    """Number of stored values in a checkpoint, read from the safetensors headers (no tensor loaded)."""
-    total = 0
-    for path in sorted(folder.glob("*.safetensors")):
-        with open(path, "rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(length))
-        total += sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
-    return total
-
-
-def _link_tree(src: Path, dst: Path) -> None:
-    """Hard-link a model directory (no copy of the weights); copy where links are not possible."""
-    dst.mkdir(parents=True)
-    for item in src.iterdir():
-        if item.is_file() and item.suffix in (".json", ".safetensors", ".jinja", ".txt", ".model"):
-            try:
-                os.link(item, dst / item.name)
-            except OSError:
-                shutil.copy2(item, dst / item.name)
+def calibration_data(config: CalibrationConfig) -> CalibrationData:
+    return CalibrationData(source=config.source, samples=config.samples, max_seq_len=config.max_seq_len,
+                           text_field=config.text_field, path=str(config.path) if config.path else None,
+                           dataset=config.dataset, split=config.split)
 
 
 class LLMCompressorQuantizer:
-    def __init__(self, env: ToolEnv, calibration: CalibrationConfig | None = None):
+    def __init__(self, env: ToolEnv, calibration: CalibrationConfig):
         self.env = env
         self.calibration = calibration
 
-    def key(self, variant: _LLMCompressorVariant | HFVariant, source: SourceResult) -> str:
-        parts: list[Any] = ["quantize", source.key, variant.quantize_params()]
-        if isinstance(variant, _LLMCompressorVariant):
-            parts.append(requirements_sha("llmcompressor"))
-            if (calibration := self._calibration(variant)) is not None:
-                parts.append(calibration)
+    def key(self, variant: LLMCompressorVariant, source: SourceResult) -> str:
+        parts: list[Any] = ["quantize", source.key, variant.quantize_params(), requirements_sha("llmcompressor")]
+        if variant.needs_calibration:
+            parts.append(calibration_fingerprint(self.calibration))
         return content_key(*parts)
 
-    def _calibration(self, variant: Any) -> dict[str, Any] | None:
-        """The calibration data's fingerprint, for the schemes that read calibration data."""
-        if isinstance(variant, _LLMCompressorVariant) and variant.needs_calibration and self.calibration is not None:
-            return calibration_fingerprint(self.calibration)
-        return None
-
-    def quantize(self, variant: Any, source: SourceResult, store: Store, recipe_hash: str) -> Artifact:
+    def quantize(self, variant: LLMCompressorVariant, source: SourceResult, store: Store,
+                 recipe_hash: str) -> Artifact:
         key = self.key(variant, source)
-        entry = store.entry(STAGE, key)
-        if store.has(STAGE, key):
-            return Artifact(variant.name, key, entry, entry / MODEL_DIR, store.result(STAGE, key), cached=True)
-        started = time.monotonic()
+        if found := cached_artifact(store, variant, key, MODEL_DIR):
+            return found
         with store.building(STAGE, key) as scratch:
             out = scratch / MODEL_DIR
-            if isinstance(variant, HFVariant):
-                _link_tree(source.model_dir, out)
-                details: dict[str, Any] = {"seconds": 0.0, "n_params": safetensors_params(out)}
-            else:
-                assert self.calibration is not None
-                details = self.env.run_worker(
-                    "pipeline.workers.llmcompressor_oneshot",
-                    {"model_dir": str(source.model_dir), "out": str(out), "scheme": variant.kind,
-                     "params": variant.quantize_params(),
-                     "calibration": {**self.calibration.model_dump(mode="json"), "path": str(self.calibration.path)}},
-                    scratch, "quantize.log",
-                )
-            summary = _safetensors_summary(out)
-            n_params = details.get("n_params")
+            details: OneshotResult = self.env.run_worker("pipeline.workers.llmcompressor_oneshot", OneshotRequest(
+                model_dir=str(source.model_dir), out=str(out), modifiers=variant.modifiers(),
+                calibration=calibration_data(self.calibration) if variant.needs_calibration else None,
+            ), scratch, "quantize.log")
+            summary = safetensors_summary(out)
+            fingerprint = calibration_fingerprint(self.calibration) if variant.needs_calibration else None
             manifest = {
                 **manifest_identity(variant, key, recipe_hash, source),
-                "tool_versions": {k: v for k, v in details.items() if k.endswith("_version")}
-                or {"requirements/llmcompressor.txt": requirements_sha("llmcompressor")},
+                "tool_versions": details.tool_versions,
                 # plus the hash of the samples oneshot actually read (the first `samples` of the data)
-                "calibration": ({**calibration, "samples_sha256": details.get("calibration_sha256")}
-                                if (calibration := self._calibration(variant)) is not None else None),
+                "calibration": {**fingerprint, "samples_sha256": details.calibration_sha256} if fingerprint else None,
                 "file": MODEL_DIR,
                 **summary,
-                "n_params": n_params,
-                "bits_per_weight": round(8 * summary["file_bytes"] / n_params, 3) if n_params else None,
-                "quantize_seconds": details.get("seconds", round(time.monotonic() - started, 2)),
-                "peak_rss_mb": details.get("peak_rss_mb"),
+                "n_params": details.n_params,
+                "bits_per_weight": round(8 * summary["file_bytes"] / details.n_params, 3),
+                "quantize_seconds": details.seconds,
+                "peak_rss_mb": details.peak_rss_mb,
             }
-            write_json(scratch / MANIFEST, manifest)
-            write_json(scratch / RESULT_FILE, manifest)
-        return Artifact(variant.name, key, entry, entry / MODEL_DIR, manifest, cached=False)
+            write_manifest(scratch, manifest)
+        return built_artifact(store, variant, key, MODEL_DIR, manifest)
 
 
-def _factory(envs_root: Path, recipe: Any) -> LLMCompressorQuantizer:
-    return LLMCompressorQuantizer(llmcompressor_env(envs_root), recipe.calibration)
-
-
-for _kind in ("hf", "fp8_dynamic", "w8a8_int8", "w4a16_gptq", "w4a16_awq"):
-    register(_kind, _factory)
+SPEC = specs.register_quantizer(specs.QuantizerSpec(
+    name="llmcompressor", env="llmcompressor",
+    variant_models=(FP8DynamicVariant, W8A8Int8Variant, W4A16GPTQVariant, W4A16AWQVariant),
+    make=lambda env, recipe: LLMCompressorQuantizer(env, recipe.calibration),
+))

@@ -15,22 +15,23 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from pipeline.workers._io import serve_request
+from pipeline.workers.handoff import serve
+from pipeline.workers.messages import (GGUFConvertRequest, GGUFFile, GGUFInspectRequest, GGUFQuantizeRequest,
+                                       GGUFTensor)
 
 
-def convert(request: dict[str, Any]) -> dict[str, Any]:
-    llama_cpp_src = Path(request["llama_cpp_src"])
-    out = Path(request["out"])
+def convert(request: GGUFConvertRequest) -> GGUFFile:
+    llama_cpp_src = Path(request.llama_cpp_src)
+    out = Path(request.out)
     env = dict(os.environ, PYTHONPATH=str(llama_cpp_src / "gguf-py"))
     started = time.monotonic()
     subprocess.run(
-        [sys.executable, str(llama_cpp_src / "convert_hf_to_gguf.py"), request["model_dir"],
-         "--outfile", str(out), "--outtype", request["outtype"].lower()],
+        [sys.executable, str(llama_cpp_src / "convert_hf_to_gguf.py"), request.model_dir,
+         "--outfile", str(out), "--outtype", request.outtype.lower()],
         check=True, env=env,
     )
-    return {"seconds": round(time.monotonic() - started, 2), "peak_rss_mb": _peak_rss_mb(), **inspect(out)}
+    return inspect(out, seconds=round(time.monotonic() - started, 2), peak_rss_mb=_peak_rss_mb())
 
 
 def _peak_rss_mb() -> float:
@@ -40,17 +41,18 @@ def _peak_rss_mb() -> float:
     return round(max(own, children) / 1024, 1)
 
 
-def quantize(request: dict[str, Any]) -> dict[str, Any]:
-    out = Path(request["out"])
+def quantize(request: GGUFQuantizeRequest) -> GGUFFile:
+    out = Path(request.out)
     started = time.monotonic()
-    subprocess.run(
-        [request["llama_quantize"], request["base"], str(out), request["type"], str(request.get("threads", 2))],
-        check=True,
-    )
-    return {"seconds": round(time.monotonic() - started, 2), "peak_rss_mb": _peak_rss_mb(), **inspect(out)}
+    subprocess.run([request.llama_quantize, request.base, str(out), request.type, str(request.threads)], check=True)
+    return inspect(out, seconds=round(time.monotonic() - started, 2), peak_rss_mb=_peak_rss_mb())
 
 
-def inspect(path: Path) -> dict[str, Any]:
+def inspect_file(request: GGUFInspectRequest) -> GGUFFile:
+    return inspect(Path(request.path))
+
+
+def inspect(path: Path, seconds: float = 0.0, peak_rss_mb: float | None = None) -> GGUFFile:
     """Per-tensor types and the effective bits per weight actually stored in a GGUF file."""
     from gguf import GGUFReader
 
@@ -61,27 +63,24 @@ def inspect(path: Path) -> dict[str, Any]:
     for tensor in reader.tensors:
         n_params += int(tensor.n_elements)
         n_bytes += int(tensor.n_bytes)
-        tensors.append({"name": tensor.name, "type": tensor.tensor_type.name, "shape": [int(d) for d in tensor.shape]})
-    counts = collections.Counter(t["type"] for t in tensors)
+        tensors.append(GGUFTensor(name=tensor.name, type=tensor.tensor_type.name, shape=[int(d) for d in tensor.shape]))
+    counts = collections.Counter(t.type for t in tensors)
     # Group by role (blk.N.attn_q.weight -> attn_q.weight) so fallbacks read at a glance.
     by_role: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for t in tensors:
-        by_role[re.sub(r"^blk\.\d+\.", "", t["name"])][t["type"]] += 1
-    return {
-        "file_bytes": path.stat().st_size,
-        "n_params": n_params,
-        "tensor_bytes": n_bytes,
-        "bits_per_weight": round(8 * n_bytes / n_params, 3) if n_params else None,
-        "tensor_type_counts": dict(counts),
-        "tensor_types_by_role": {role: dict(c) for role, c in sorted(by_role.items())},
-        "tensors": tensors,
-    }
-
-
-def handle(request: dict[str, Any]) -> dict[str, Any]:
-    ops = {"convert": convert, "quantize": quantize, "inspect": lambda r: inspect(Path(r["path"]))}
-    return ops[request["op"]](request)
+        by_role[re.sub(r"^blk\.\d+\.", "", t.name)][t.type] += 1
+    return GGUFFile(
+        file_bytes=path.stat().st_size,
+        n_params=n_params,
+        tensor_bytes=n_bytes,
+        bits_per_weight=round(8 * n_bytes / n_params, 3) if n_params else None,
+        tensor_type_counts=dict(counts),
+        tensor_types_by_role={role: dict(c) for role, c in sorted(by_role.items())},
+        tensors=tensors,
+        seconds=seconds,
+        peak_rss_mb=peak_rss_mb,
+    )
 
 
 if __name__ == "__main__":
-    serve_request(handle)
+    serve(convert, quantize, inspect_file)

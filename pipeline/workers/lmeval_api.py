@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.workers._io import serve_request
 from pipeline.workers.alignment import PROBE_PROMPT, check_alignment
-from pipeline.workers.lmeval_results import task_scores
+from pipeline.workers.handoff import serve
+from pipeline.workers.lmeval_results import alignment_summary, task_scores
+from pipeline.workers.messages import EvalOutput, EvalRequest
 
 
 def _token_id(token: str) -> int:
@@ -46,30 +47,30 @@ def probe(base_url: str, api_key: str, model: str, n_predict: int = 12) -> dict[
     return {**check_alignment(generated, rows), "server_tokens": generated, "scorer_rows": rows}
 
 
-def evaluate(request: dict[str, Any]) -> dict[str, Any]:
+def evaluate(request: EvalRequest) -> EvalOutput:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
     started = time.monotonic()
-    out = Path(request["out"])
-    alignment = probe(request["base_url"], request["api_key"], request["served_model"])
+    out = Path(request.out)
+    alignment = probe(request.base_url, request.api_key, request.served_model)
     (out / "alignment_probe.json").write_text(json.dumps(alignment, indent=2))
-    summary = {k: v for k, v in alignment.items() if k not in ("server_tokens", "scorer_rows")}
-    if not alignment["passed"]:
-        return {"alignment": summary, "tasks": {}, "seconds": round(time.monotonic() - started, 2)}
-    os.environ["OPENAI_API_KEY"] = request["api_key"]  # lm-eval's local-completions reads it from here
+    summary = alignment_summary(alignment)
+    if not summary.passed:
+        return EvalOutput(alignment=summary, tasks={}, seconds=round(time.monotonic() - started, 2))
+    os.environ["OPENAI_API_KEY"] = request.api_key  # lm-eval's local-completions reads it from here
     results = simple_evaluate(
         model="local-completions",
-        model_args={"model": request["served_model"], "base_url": f"{request['base_url']}/v1/completions",
-                    "tokenizer_backend": "huggingface", "tokenizer": request["model_path"],
-                    "tokenized_requests": False, "num_concurrent": request.get("concurrency", 4), "max_retries": 3},
-        tasks=request["tasks"], task_manager=TaskManager(include_path=request["include_path"]),
-        limit=request.get("limit"), log_samples=True, bootstrap_iters=0,
+        model_args={"model": request.served_model, "base_url": f"{request.base_url}/v1/completions",
+                    "tokenizer_backend": "huggingface", "tokenizer": request.model_path,
+                    "tokenized_requests": False, "num_concurrent": request.concurrency, "max_retries": 3,
+                    "max_length": request.max_context},
+        tasks=request.tasks, task_manager=TaskManager(include_path=request.include_path),
+        limit=request.limit, log_samples=True, bootstrap_iters=0,
     )
-    tasks = task_scores(results, request["tasks"], out)
-    return {"alignment": summary, "tasks": tasks, "lm_eval_version": results.get("lm_eval_version"),
-            "seconds": round(time.monotonic() - started, 2)}
+    return EvalOutput(alignment=summary, tasks=task_scores(results, request.tasks, out),
+                      lm_eval_version=results.get("lm_eval_version"), seconds=round(time.monotonic() - started, 2))
 
 
 if __name__ == "__main__":
-    serve_request(evaluate)
+    serve(evaluate)

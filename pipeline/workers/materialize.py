@@ -1,4 +1,4 @@
-"""Materialise a model source as a Hugging Face model directory (runs in the llama.cpp env).
+"""Materialise a model source as a Hugging Face model directory (runs in the transformers env).
 
 A GGUF (on disk or inside a package) is dequantized by transformers; a hub id is downloaded (needs a
 network or a warm cache). Weights are saved as bf16 safetensors with the tokenizer beside them.
@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
-from pipeline.workers._io import serve_request
+from pipeline.workers.handoff import serve
+from pipeline.workers.messages import MaterializedModel, MaterializeRequest
 
 
 # llama.cpp pre-tokenizer name -> the Hugging Face pre_tokenizer it stands for. transformers rebuilds a
@@ -64,43 +64,44 @@ def repair_gguf_bpe_tokenizer(gguf_path: Path, out: Path) -> None:
             model_config_path.write_text(json.dumps(model_config, indent=2))
 
 
-def materialize(request: dict[str, Any]) -> dict[str, Any]:
+def materialize(request: MaterializeRequest) -> MaterializedModel:
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.monotonic()
-    out = Path(request["out"])
-    if request["kind"] == "gguf":
-        gguf = Path(request["path"])
+    out = Path(request.out)
+    if request.kind == "gguf":
+        assert request.path is not None
+        gguf = Path(request.path)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # The model is now plain float weights: drop the GGUF quantizer so it saves as a normal model.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-    elif request["kind"] == "hf":
-        model = AutoModelForCausalLM.from_pretrained(request["repo_id"], revision=request["revision"], dtype=torch.bfloat16)
-        tokenizer = AutoTokenizer.from_pretrained(request["repo_id"], revision=request["revision"])
+    elif request.kind == "hf":
+        model = AutoModelForCausalLM.from_pretrained(request.repo_id, revision=request.revision, dtype=torch.bfloat16)
+        tokenizer = AutoTokenizer.from_pretrained(request.repo_id, revision=request.revision)
     else:
-        raise ValueError(f"nothing to materialise for source kind {request['kind']!r}")
+        raise ValueError(f"nothing to materialise for source kind {request.kind!r}")
     model = model.to(torch.bfloat16)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    if request["kind"] == "gguf":
-        repair_gguf_bpe_tokenizer(Path(request["path"]), out)
+    if request.kind == "gguf":
+        repair_gguf_bpe_tokenizer(gguf, out)
     config = model.config
-    return {
-        "architecture": type(model).__name__,
-        "hidden_size": config.hidden_size,
-        "intermediate_size": getattr(config, "intermediate_size", None),
-        "num_layers": config.num_hidden_layers,
-        "vocab_size": config.vocab_size,
-        "n_params": sum(p.numel() for p in model.parameters()),
-        "transformers_version": transformers.__version__,
-        "seconds": round(time.monotonic() - started, 2),
-    }
+    return MaterializedModel(
+        architecture=type(model).__name__,
+        hidden_size=config.hidden_size,
+        intermediate_size=getattr(config, "intermediate_size", None),
+        num_layers=config.num_hidden_layers,
+        vocab_size=config.vocab_size,
+        n_params=sum(p.numel() for p in model.parameters()),
+        transformers_version=transformers.__version__,
+        seconds=round(time.monotonic() - started, 2),
+    )
 
 
 if __name__ == "__main__":
-    serve_request(materialize)
+    serve(materialize)

@@ -1,4 +1,4 @@
-"""Build a tiny random Llama for tests (runs in the llama.cpp env): the demo model's real tokenizer,
+"""Build a tiny random Llama for tests (runs in the transformers env): the demo model's real tokenizer,
 2 layers of width 256 (multiples of 256, so k-quants apply rather than fall back), seeded weights.
 
 Usage: python -m tests.integration.build_tiny_model OUT_DIR TOKENIZER_GGUF

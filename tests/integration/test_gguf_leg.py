@@ -184,9 +184,8 @@ def test_second_run_redoes_nothing(first_run, recipe, artifacts, report):
 
 def test_alignment_probe_catches_a_shifted_scorer(llamacpp, artifacts, report):
     """The real scorer passes against the live server; one reading logits a position late fails."""
-    from pipeline.engines.llamacpp import LlamaServerEngine
+    from pipeline.engines.llamacpp import LlamaCppEngineConfig, LlamaServerEngine
     from pipeline.quantize import Artifact
-    from pipeline.recipe import LlamaCppEngineConfig
 
     manifest = _manifest(artifacts, report, "q8_0")
     folder = artifacts / "variants" / manifest["key"]

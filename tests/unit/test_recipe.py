@@ -13,8 +13,11 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from pipeline.compat import GGUF_TYPES
-from pipeline.recipe import LocalSource, RecipeError, available_evalsets, load_recipe
+from pipeline.measure.evals import available_evalsets
+from pipeline.quantize.gguf import GGUF_TYPES
+from pipeline.recipe.load import load_recipe
+from pipeline.recipe.messages import RecipeError
+from pipeline.recipe.schema import LocalSource
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
@@ -63,7 +66,7 @@ def test_shipped_recipe_validates(path):
 def test_demo_model_resolves_to_the_packaged_gguf():
     recipe = load_recipe(REPO / "recipes" / "demo.yaml")
     # package_file sources are looked up, not rewritten; the file must exist in the package.
-    from pipeline.recipe import package_file
+    from pipeline.source import package_file
 
     found = package_file(recipe.model)
     assert found is not None and found.is_file() and found.suffix == ".gguf"

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.recipe import RecipeError, load_recipe
+from pipeline.measure.texts import text_file
+from pipeline.recipe.load import load_recipe
+from pipeline.recipe.messages import RecipeError
 from pipeline.workers.calibration import builtin_texts, file_texts
 
 
@@ -124,7 +126,7 @@ def test_fixed_texts_must_exist_before_any_work(tmp_path, section, text, ok):
     data[section] = {"text": text}
     path.write_text(yaml.safe_dump(data))
     if ok:
-        assert getattr(load_recipe(path), section).path().is_file()
+        assert text_file(getattr(load_recipe(path), section)).is_file()
     else:
         assert f"{section}.text" in error(path)
 
@@ -136,7 +138,8 @@ def test_divergence_window_must_fit_the_vllm_context(tmp_path):
     recipe["divergence"] = {"window_tokens": 512}
     path.write_text(yaml.safe_dump(recipe))
     message = error(path)
-    assert "divergence.window_tokens: 512 does not fit" in message and "max_model_len 512" in message
+    assert "divergence.window_tokens: 512 does not fit the vllm server's context" in message
+    assert "engines.vllm.max_model_len 512" in message
     recipe["divergence"] = {"window_tokens": 511}
     path.write_text(yaml.safe_dump(recipe))
     load_recipe(path)

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.measure.stats import PairedComparison, flips, mcnemar_exact, paired_bootstrap_drop
 from pipeline.promote import VariantEvidence, decide
-from pipeline.recipe import SLO, Gates, Hardware
+from pipeline.recipe.schema import SLO, Gates, Hardware
 from tests.unit.paired_items import flipped
 
 
@@ -148,9 +148,11 @@ def _decide(n_right: int, n: int, r2w: int, w2r: int):
     ref = items(n_right, n)
     bench = {"error_rate": 0.0, "output_tokens_per_s": 50.0}
     evidence = [
-        VariantEvidence("f16", "llamacpp", True, {"t": ref}, True, None, {**bench, "output_tokens_per_s": 10.0},
+        VariantEvidence(name="f16", engine="llamacpp", is_reference=True, correct={"t": ref}, alignment_passed=True,
+                        eval_error=None, bench={**bench, "output_tokens_per_s": 10.0},
                         parity={"mean_abs_diff": 0.01, "limit": 0.1, "n": 255}),
-        VariantEvidence("q4", "llamacpp", False, {"t": flipped(ref, r2w, w2r)}, True, None, bench),
+        VariantEvidence(name="q4", engine="llamacpp", is_reference=False, correct={"t": flipped(ref, r2w, w2r)},
+                        alignment_passed=True, eval_error=None, bench=bench),
     ]
     gates = Gates(max_accuracy_drop=0.02, bootstrap_iters=1000)
     return decide(evidence, ["t"], gates, SLO(), Hardware(name="cpu", usd_per_hour=1.0))

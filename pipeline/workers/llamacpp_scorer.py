@@ -1,10 +1,15 @@
-"""lm-eval on a GGUF variant with loglikelihoods scored in-process (runs in the llama.cpp env).
+"""llama.cpp's in-process scorer (runs in the llama.cpp env): the same GGUF file and ggml kernels as
+the server, with full-vocabulary logits, answering the requests a served llama.cpp cannot.
 
 Neither llama.cpp server returns correct prompt logprobs (llama-cpp-python's `echo` is shifted by one
-position, llama-server ignores `echo`), so loglikelihoods come from `llama_cpp.Llama(logits_all=True)`
-over the same file and kernels, and generation goes to the running llama-server. Before any number
-counts, an alignment probe checks the scorer against the server: tokens the server generated greedily
-must be the scorer's top-1 at the same positions, with matching logprobs.
+position, llama-server ignores `echo`), so loglikelihoods are scored here and generation goes to the
+running llama-server. Before any number counts, an alignment probe checks the scorer against the
+server: tokens the server generated greedily must be the scorer's top-1 at the same positions, with
+matching logprobs. Three requests:
+- `EvalRequest`: lm-eval tasks (loglikelihoods here, generation on the server), per-sample results;
+- `DivergenceRequest`: exact KL vs the reference, both models loaded side by side on the same
+  windows (the reference's logits are never stored: 512 tokens × 49k vocabulary is 100 MB a window);
+- `ScorerLogprobsRequest`: prompt logprobs of given token ids (engine parity).
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.workers._io import serve_request
 from pipeline.workers.alignment import PROBE_PROMPT, check_alignment
-from pipeline.workers.lmeval_results import task_scores
+from pipeline.workers.divergence_summary import summarize
+from pipeline.workers.handoff import serve
+from pipeline.workers.lmeval_results import alignment_summary, task_scores
+from pipeline.workers.messages import (DivergenceMetrics, DivergenceRequest, EvalOutput, EvalRequest,
+                                       ScorerLogprobsRequest, TokenLogprobs)
 
 
 class InProcessScorer:
@@ -149,29 +157,87 @@ def make_lm(scorer: InProcessScorer, base_url: str, api_key: str):
     return LlamaCppInProcessLM()
 
 
-def evaluate(request: dict[str, Any]) -> dict[str, Any]:
+def evaluate(request: EvalRequest) -> EvalOutput:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
     started = time.monotonic()
-    out = Path(request["out"])
-    scorer = InProcessScorer(request["model_path"], n_ctx=request["n_ctx"], threads=request["threads"])
-    alignment = probe(scorer, request["base_url"], request["api_key"])
+    out = Path(request.out)
+    scorer = InProcessScorer(request.model_path, n_ctx=request.max_context, threads=request.threads)
+    alignment = probe(scorer, request.base_url, request.api_key)
     (out / "alignment_probe.json").write_text(json.dumps(alignment, indent=2))
-    if not alignment["passed"]:
+    summary = alignment_summary(alignment)
+    if not summary.passed:
         # A misaligned scorer must never produce a number: report the failure instead.
-        return {"alignment": {k: v for k, v in alignment.items() if k not in ("server_tokens", "scorer_rows")},
-                "tasks": {}, "seconds": round(time.monotonic() - started, 2)}
-    lm = make_lm(scorer, request["base_url"], request["api_key"])
+        return EvalOutput(alignment=summary, tasks={}, seconds=round(time.monotonic() - started, 2))
+    lm = make_lm(scorer, request.base_url, request.api_key)
     results = simple_evaluate(
-        model=lm, tasks=request["tasks"], task_manager=TaskManager(include_path=request["include_path"]),
-        limit=request.get("limit"), log_samples=True, bootstrap_iters=0,
+        model=lm, tasks=request.tasks, task_manager=TaskManager(include_path=request.include_path),
+        limit=request.limit, log_samples=True, bootstrap_iters=0,
     )
-    tasks = task_scores(results, request["tasks"], out)
-    return {"alignment": {k: v for k, v in alignment.items() if k not in ("server_tokens", "scorer_rows")},
-            "tasks": tasks, "lm_eval_version": results.get("lm_eval_version"),
-            "seconds": round(time.monotonic() - started, 2)}
+    return EvalOutput(alignment=summary, tasks=task_scores(results, request.tasks, out),
+                      lm_eval_version=results.get("lm_eval_version"), seconds=round(time.monotonic() - started, 2))
+
+
+def _log_softmax(logits):
+    import numpy as np
+
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def divergence(request: DivergenceRequest) -> DivergenceMetrics:
+    import llama_cpp
+    import numpy as np
+
+    started = time.monotonic()
+    window = request.window_tokens
+
+    def load(path: str):
+        return llama_cpp.Llama(model_path=path, logits_all=True, n_ctx=window, n_batch=window, n_ubatch=window,
+                               n_threads=request.threads, n_threads_batch=request.threads, verbose=False)
+
+    reference, variant = load(request.reference_path), load(request.variant_path)
+    text = Path(request.text_path).read_text()
+    tokens = reference.tokenize(text.encode(), add_bos=False, special=False)
+    if variant.tokenize(text.encode(), add_bos=False, special=False) != tokens:
+        raise ValueError("reference and variant tokenize the divergence text differently: not comparable")
+    windows = [tokens[i:i + window] for i in range(0, len(tokens) - window + 1, window)][: request.windows]
+    if not windows:
+        raise ValueError(f"divergence text has {len(tokens)} tokens, fewer than one window of {window}")
+
+    kld_all, agree, nll_ref, nll_var = [], 0, 0.0, 0.0
+    for chunk in windows:
+        rows = []
+        for llm in (reference, variant):
+            llm.reset()
+            llm.eval(chunk)
+            rows.append(_log_softmax(np.asarray(llm.scores[: len(chunk)], dtype=np.float64)))
+        ref_rows, var_rows = rows[0][:-1], rows[1][:-1]  # the last position has no next token to score
+        kld = (np.exp(ref_rows) * (ref_rows - var_rows)).sum(axis=1)
+        kld_all.append(np.maximum(kld, 0.0))  # tiny negatives are float rounding of an exact 0
+        agree += int((ref_rows.argmax(axis=1) == var_rows.argmax(axis=1)).sum())
+        targets = np.asarray(chunk[1:])
+        positions = np.arange(len(targets))
+        nll_ref -= float(ref_rows[positions, targets].sum())
+        nll_var -= float(var_rows[positions, targets].sum())
+    return DivergenceMetrics(
+        **summarize(np.concatenate(kld_all), agree, nll_ref, nll_var),
+        windows=len(windows),
+        window_tokens=window,
+        method="full-vocabulary logits, both models in-process (llama.cpp), non-overlapping windows",
+        seconds=round(time.monotonic() - started, 2),
+    )
+
+
+def token_logprobs(request: ScorerLogprobsRequest) -> TokenLogprobs:
+    started = time.monotonic()
+    ids = request.token_ids
+    scorer = InProcessScorer(request.model_path, n_ctx=max(len(ids), 64), threads=request.threads)
+    rows = scorer.logprob_rows(ids)
+    return TokenLogprobs(token_ids=ids, token_logprobs=[float(rows[i - 1][ids[i]]) for i in range(1, len(ids))],
+                         seconds=round(time.monotonic() - started, 2))
 
 
 if __name__ == "__main__":
-    serve_request(evaluate)
+    serve(evaluate, divergence, token_logprobs)

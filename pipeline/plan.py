@@ -12,6 +12,7 @@ from pathlib import Path
 from pipeline import compat, specs
 from pipeline.artifacts import Store, content_key
 from pipeline.measure import bench, evals
+from pipeline.measure.keys import keys_for
 from pipeline.quantize import STAGE as VARIANTS_STAGE
 from pipeline.quantize import quantizer_for
 from pipeline.recipe.schema import LocalSource, Recipe, VariantConfig
@@ -63,8 +64,8 @@ def make_plan(recipe: Recipe, settings: Settings) -> Plan:
     planned, warnings = [], []
     for variant in recipe.variants:
         artifact_key = quantizer_for(variant.kind, settings.envs, recipe).key(variant, source)
-        eval_key = evals.key(recipe.evals, artifact_key)
-        bench_key = bench.key(recipe.bench, recipe.engine_config(variant.engine), artifact_key)
+        keys = keys_for(recipe, variant, artifact_key, None, settings.envs)
+        eval_key, bench_key = keys.evals, keys.bench
         refused, warning = engine_build_check(variant, settings.envs)
         warnings += [warning] if warning else []
         planned.append(PlannedVariant(

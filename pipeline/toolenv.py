@@ -45,6 +45,16 @@ class ToolEnv:
                 f"tool environment {self.name!r} is missing at {self.root}: run `make setup`"
             )
 
+    def version(self, distribution: str) -> str | None:
+        """The installed version of a Python distribution in this env, read from its dist-info
+        folder (nothing is imported); None when it is not installed."""
+        wanted = distribution.replace("-", "_").lower()
+        for dist_info in sorted(self.root.glob("lib/python*/site-packages/*.dist-info")):
+            name, _, version = dist_info.name.removesuffix(".dist-info").partition("-")
+            if name.replace("-", "_").lower() == wanted:
+                return version
+        return None
+
     def environ(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO_ROOT)
@@ -112,3 +122,16 @@ def llamacpp_binary(env: ToolEnv, name: str) -> Path:
         raise ToolEnvMissing(f"{name} is missing at {path}: run `make setup`")
     return path
 
+
+
+def llama_cpp_src(env: ToolEnv) -> Path:
+    """The llama.cpp tree vendored in the llama-cpp-python sdist that setup extracted."""
+    found = sorted((env.root / "src").glob("llama_cpp_python-*/vendor/llama.cpp"))
+    if not found:
+        raise ToolEnvMissing(f"llama.cpp sources missing under {env.root / 'src'}: run `make setup`")
+    return found[-1]
+
+
+def llamacpp_version(env: ToolEnv) -> str:
+    """The llama-cpp-python release whose vendored llama.cpp was built (programs and libraries)."""
+    return llama_cpp_src(env).parent.parent.name.split("-")[-1]

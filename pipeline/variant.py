@@ -24,6 +24,7 @@ from pipeline.engines.server import ServerFailed
 from pipeline.measure import NotMeasurable, bench, divergence, evals, parity
 from pipeline.measure.bench import BenchResult
 from pipeline.measure.evals import EvalResult
+from pipeline.measure.keys import engine_identity, keys_for
 from pipeline.measure.parity import ParityResult
 from pipeline.quantize import Artifact, quantizer_for
 from pipeline.recipe.schema import Recipe, VariantConfig
@@ -125,27 +126,23 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
     reference = artifact if variant.reference else job.reference
 
     # What is cached already, each on its own key.
-    parity_key = parity.key(recipe.parity, artifact.key, engine.name)
-    eval_key = evals.key(recipe.evals, artifact.key)
-    bench_key = bench.key(recipe.bench, engine_config, artifact.key)
-    result.evals, result.bench = evals.cached(store, eval_key), bench.cached(store, bench_key)
+    keys = keys_for(recipe, variant, artifact.key, reference.key if reference else None, job.envs_root)
+    identity = engine_identity(recipe, variant.engine, job.envs_root).key_part()
+    result.evals, result.bench = evals.cached(store, keys.evals), bench.cached(store, keys.bench)
     if variant.reference:
-        result.parity = parity.cached(store, parity_key)
-    div_method: str | None = None
+        result.parity = parity.cached(store, keys.parity)
+    div_method = keys.divergence_method
     if reference is None:
         result.divergence_error = f"no reference artifact on engine {engine.name} to compare with"
+    elif div_method is None:
+        result.divergence_error = f"engine {engine.name}: {divergence.NOT_MEASURABLE}"
     else:
-        try:
-            div_method = divergence.method(engine.capabilities)
-            result.divergence = divergence.cached(store, divergence.key(recipe.divergence, artifact.key,
-                                                                        reference.key, div_method))
-        except NotMeasurable as exc:
-            result.divergence_error = str(exc)
+        result.divergence = divergence.cached(store, keys.divergence)
     # Exact divergence needs no server: take it first.
     if reference is not None and div_method is not None and result.divergence is None \
             and not divergence.needs_server(engine.capabilities):
         try:
-            result.divergence = divergence.run(engine, artifact, reference, store, recipe.divergence)
+            result.divergence = divergence.run(engine, artifact, reference, store, recipe.divergence, identity)
             _say_divergence(say, reference, result.divergence)
         except ToolFailed as exc:
             result.divergence_error = str(exc)
@@ -154,7 +151,7 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
     todo_div = reference is not None and div_method is not None and result.divergence is None \
         and result.divergence_error is None
     if not (todo_parity or todo_div or result.evals is None or result.bench is None):
-        result.bench_folder = store.entry(bench.STAGE, bench_key)
+        result.bench_folder = store.entry(bench.STAGE, keys.bench)
         result.server_log = result.bench_folder / SERVER_LOG
         return
 
@@ -168,29 +165,30 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
             if todo_parity:
                 try:
                     result.parity = parity.run(engine, artifact, store, recipe.parity, job.source,
-                                               tool_env(TRANSFORMERS, job.envs_root))
+                                               tool_env(TRANSFORMERS, job.envs_root), keys.parity)
                     say(f"engine parity vs transformers: mean |Δ logprob| {result.parity.mean_abs_diff} nats/token")
                 except (ToolFailed, httpx.HTTPError, KeyError, NotMeasurable) as exc:
                     result.parity_error = f"{type(exc).__name__}: {exc}"
             if todo_div:
                 assert reference is not None
                 try:
-                    result.divergence = divergence.run(engine, artifact, reference, store, recipe.divergence)
+                    result.divergence = divergence.run(engine, artifact, reference, store, recipe.divergence,
+                                                       identity)
                     _say_divergence(say, reference, result.divergence)
                 except (ValueError, httpx.HTTPError, KeyError) as exc:
                     result.divergence_error = f"{type(exc).__name__}: {exc}"
             if result.evals is None:
                 say("running task evals")
                 try:
-                    result.evals = evals.run(engine, artifact, store, recipe.evals)
+                    result.evals = evals.run(engine, artifact, store, recipe.evals, keys.evals)
                     built.append(result.evals.folder)
                 except (ToolFailed, evals.EvalFailed, NotMeasurable) as exc:
                     result.eval_error = str(exc)
             if result.bench is None:
                 say(f"load benchmark: {recipe.bench.requests} requests, concurrency {recipe.bench.concurrency}")
                 try:
-                    result.bench = bench.run(engine, artifact.key, store, recipe.bench, engine_config)
-                    built.append(store.entry(bench.STAGE, bench_key))
+                    result.bench = bench.run(engine, store, recipe.bench, keys.bench)
+                    built.append(store.entry(bench.STAGE, keys.bench))
                 except bench.BenchFailed as exc:  # errors may be passing trouble: report them, do not cache them
                     result.bench, result.bench_error = exc.result, str(exc)
     except ServerFailed as exc:
@@ -207,7 +205,7 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
             if log_path.is_file():
                 shutil.copy2(log_path, folder / SERVER_LOG)
     result.server_log = next((f / SERVER_LOG for f in built if (f / SERVER_LOG).is_file()), None)
-    result.bench_folder = store.entry(bench.STAGE, bench_key) if store.has(bench.STAGE, bench_key) else None
+    result.bench_folder = store.entry(bench.STAGE, keys.bench) if store.has(bench.STAGE, keys.bench) else None
 
 
 def _say_divergence(say: Callable[[str], None], reference: Artifact, metrics: DivergenceMetrics) -> None:

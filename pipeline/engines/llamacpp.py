@@ -13,17 +13,20 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from pipeline import specs
+from pipeline import compat, specs
 from pipeline.engines.server import ServedEngine, ServerProcess
 from pipeline.quantize import Artifact
 from pipeline.recipe.schema import EngineConfig
-from pipeline.toolenv import ToolEnv, llamacpp_binary
+from pipeline.toolenv import ToolEnv, ToolEnvMissing, llamacpp_binary, llamacpp_version
 
 
 class LlamaCppEngineConfig(EngineConfig):
     """llama-server settings. One thread per server avoids thrashing on a 2-core machine."""
 
-    scorer_fields: ClassVar[frozenset[str]] = frozenset({"scorer_threads"})
+    # ggml splits a matrix by rows across threads, each dot product on one thread: thread counts
+    # change speed, never a logit
+    speed_only: ClassVar[frozenset[str]] = frozenset({"threads", "scorer_threads", "ready_timeout_s"})
+    not_serving: ClassVar[frozenset[str]] = frozenset({"scorer_threads", "ready_timeout_s"})
     context_field: ClassVar[str] = "ctx_per_slot"
 
     threads: int = Field(1, ge=1)
@@ -65,8 +68,15 @@ def capabilities(config: LlamaCppEngineConfig) -> specs.Capabilities:
                               served_prompt_logprobs=False, scorer=scorer)
 
 
+def build(env: ToolEnv) -> str | None:
+    try:
+        return f"llama-cpp-python=={llamacpp_version(env)} on {compat.cpu_class()}"
+    except ToolEnvMissing:
+        return None
+
+
 SPEC = specs.register_engine(specs.EngineSpec(
     name="llamacpp", formats=frozenset({"gguf"}), env="llamacpp", config_model=LlamaCppEngineConfig,
-    capabilities=capabilities,
+    capabilities=capabilities, build=build,
     make=lambda *, artifact, config, env, artifacts_root, log_path: LlamaServerEngine(artifact, config, env, log_path),
 ))

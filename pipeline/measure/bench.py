@@ -67,9 +67,9 @@ class BenchResult:
         return asdict(self)
 
 
-def key(config: BenchConfig, engine_config: EngineConfig, artifact_key: str) -> str:
-    # Only what changes serving belongs here (an in-process scorer's settings do not).
-    return content_key(STAGE, artifact_key, engine_config.model_dump(exclude=set(engine_config.scorer_fields)),
+def key(config: BenchConfig, engine_config: EngineConfig, artifact_key: str, build: str | None) -> str:
+    # Everything that changes serving belongs here (an in-process scorer's settings do not).
+    return content_key(STAGE, artifact_key, build, engine_config.model_dump(exclude=set(engine_config.not_serving)),
                        config.model_dump())
 
 
@@ -200,12 +200,11 @@ class BenchFailed(Exception):
         self.result = result
 
 
-def run(engine: EngineContext, artifact_key: str, store: Store, config: BenchConfig,
-        engine_config: EngineConfig) -> BenchResult:
+def run(engine: EngineContext, store: Store, config: BenchConfig, bench_key: str) -> BenchResult:
     server = engine.running()
     result = load(server.base_url, server.api_key, server.served_model, config)
     if result.errors:
         raise BenchFailed(f"{result.errors} of {result.requests} requests failed: {result.first_error}", result)
-    with store.building(STAGE, key(config, engine_config, artifact_key)) as scratch:
+    with store.building(STAGE, bench_key) as scratch:
         write_json(scratch / RESULT_FILE, to_plain(result))
     return result

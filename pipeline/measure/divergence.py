@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -35,7 +35,8 @@ from pipeline.workers.handoff import from_plain, to_plain
 from pipeline.workers.messages import DivergenceMetrics, DivergenceRequest
 
 STAGE = "divergence"
-EXACT_METHOD = "1"  # the method's version in the key: bump when exact divergence changes
+EXACT_METHOD = "1"
+NOT_MEASURABLE = "it gives neither full-vocabulary logits nor top-k prompt logprobs: no divergence measurement"  # the method's version in the key: bump when exact divergence changes
 
 
 def served_method(k: int) -> str:
@@ -48,16 +49,15 @@ def method(capabilities: Capabilities) -> str:
         return EXACT_METHOD
     if capabilities.top_logprobs > 0:
         return served_method(capabilities.top_logprobs)
-    raise NotMeasurable("the engine gives neither full-vocabulary logits nor top-k prompt logprobs:"
-                        " no divergence measurement")
+    raise NotMeasurable(NOT_MEASURABLE)
 
 
 def needs_server(capabilities: Capabilities) -> bool:
     return method(capabilities) != EXACT_METHOD
 
 
-def key(config: DivergenceConfig, variant_key: str, reference_key: str, method: str = EXACT_METHOD) -> str:
-    return content_key(STAGE, variant_key, reference_key, sha256_file(text_path(config)),
+def key(config: DivergenceConfig, variant_key: str, reference_key: str, method: str, engine: dict[str, Any]) -> str:
+    return content_key(STAGE, variant_key, reference_key, engine, sha256_file(text_path(config)),
                        config.windows, config.window_tokens, method)
 
 
@@ -65,15 +65,16 @@ def cached(store: Store, div_key: str) -> DivergenceMetrics | None:
     return from_plain(store.result(STAGE, div_key), DivergenceMetrics) if store.has(STAGE, div_key) else None
 
 
-def run(engine: EngineContext, artifact: Artifact, reference: Artifact, store: Store,
-        config: DivergenceConfig) -> DivergenceMetrics:
-    """`artifact` vs `reference` (itself, for the reference), by the method the engine allows."""
+def run(engine: EngineContext, artifact: Artifact, reference: Artifact, store: Store, config: DivergenceConfig,
+        identity: dict[str, Any]) -> DivergenceMetrics:
+    """`artifact` vs `reference` (itself, for the reference), by the method the engine allows;
+    `identity` is the engine's part of the key (pipeline/measure/keys.py)."""
     how = method(engine.capabilities)
     if how != EXACT_METHOD:
         served = ServedLogprobs(engine.running(), engine.capabilities.top_logprobs)
-        return run_served(config, served, artifact.key, reference.key, store)
+        return run_served(config, served, artifact.key, reference.key, store, identity)
     assert engine.capabilities.scorer is not None
-    with store.building(STAGE, key(config, artifact.key, reference.key, how)) as scratch:
+    with store.building(STAGE, key(config, artifact.key, reference.key, how, identity)) as scratch:
         metrics = engine.env.run_worker(engine.capabilities.scorer.worker, DivergenceRequest(
             reference_path=str(reference.model_path), variant_path=str(artifact.model_path),
             text_path=str(text_path(config)), windows=config.windows, window_tokens=config.window_tokens,
@@ -117,20 +118,20 @@ def _positions(collected: dict) -> list[list[Position]]:
     return [[(lp, {int(t): v for t, v in top}) for lp, top in window] for window in collected["positions"]]
 
 
-def reference_key(config: DivergenceConfig, reference_key_: str, k: int) -> str:
-    return content_key(STAGE, "reference-top-logprobs", reference_key_, sha256_file(text_path(config)),
+def reference_key(config: DivergenceConfig, reference_key_: str, k: int, engine: dict[str, Any]) -> str:
+    return content_key(STAGE, "reference-top-logprobs", reference_key_, engine, sha256_file(text_path(config)),
                        config.windows, config.window_tokens, served_method(k))
 
 
 def run_served(config: DivergenceConfig, engine: ServesTopLogprobs, variant_key: str, reference_key_: str,
-               store: Store) -> DivergenceMetrics:
+               store: Store, identity: dict[str, Any]) -> DivergenceMetrics:
     """Divergence of the variant being served by `engine`; when it is the reference, first keep its
     top-k logprobs for the variants after it (and then compare it with itself: a second pass)."""
     k = engine.max_top_logprobs
-    div_key = key(config, variant_key, reference_key_, served_method(k))
+    div_key = key(config, variant_key, reference_key_, served_method(k), identity)
     if (found := cached(store, div_key)) is not None:
         return found
-    ref_key = reference_key(config, reference_key_, k)
+    ref_key = reference_key(config, reference_key_, k, identity)
     if variant_key == reference_key_ and not store.has(STAGE, ref_key):
         with store.building(STAGE, ref_key) as scratch:
             write_json(scratch / RESULT_FILE, _collect(config, engine))

@@ -67,8 +67,9 @@ def evalset_fingerprint(tasks: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def key(config: EvalsConfig, artifact_key: str) -> str:
-    return content_key(STAGE, artifact_key, config.model_dump(), evalset_fingerprint(config.tasks), SCORER_VERSION)
+def key(config: EvalsConfig, artifact_key: str, engine: dict[str, Any], lm_eval_version: str | None) -> str:
+    return content_key(STAGE, artifact_key, engine, config.model_dump(), evalset_fingerprint(config.tasks),
+                       {"lm_eval": lm_eval_version, "scorer": SCORER_VERSION})
 
 
 def worker(capabilities: Capabilities) -> str:
@@ -108,11 +109,10 @@ def task_names(tasks: list[str]) -> dict[str, str]:
     return {t: yaml.safe_load((EVALSETS_DIR / t / f"{t}.yaml").read_text())["task"] for t in tasks}
 
 
-def run(engine: EngineContext, artifact: Artifact, store: Store, config: EvalsConfig) -> EvalResult:
-    """Score the tasks on the running server (and its scorer); stored under `key(config, artifact.key)`."""
+def run(engine: EngineContext, artifact: Artifact, store: Store, config: EvalsConfig, eval_key: str) -> EvalResult:
+    """Score the tasks on the running server (and its scorer); stored under `eval_key`."""
     server = engine.running()
     capabilities = engine.capabilities
-    eval_key = key(config, artifact.key)
     with store.building(STAGE, eval_key) as scratch:
         names = task_names(config.tasks)
         output: EvalOutput = engine.env.run_worker(worker(capabilities), EvalRequest(

@@ -10,6 +10,7 @@ from its in-process scorer on the same file and kernels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.artifacts import RESULT_FILE, Store, content_key, sha256_file, write_json
 from pipeline.engines import EngineContext
@@ -44,8 +45,8 @@ def method(capabilities: Capabilities) -> str:
     raise NotMeasurable("the engine neither scores prompts nor has an in-process scorer: no parity check")
 
 
-def key(config: ParityConfig, artifact_key: str, engine: str) -> str:
-    return content_key(STAGE, artifact_key, engine, config.model_dump())
+def key(config: ParityConfig, artifact_key: str, engine: dict[str, Any], reference_versions: dict[str, Any]) -> str:
+    return content_key(STAGE, artifact_key, engine, config.model_dump(), reference_versions)
 
 
 def cached(store: Store, parity_key: str) -> ParityResult | None:
@@ -54,7 +55,8 @@ def cached(store: Store, parity_key: str) -> ParityResult | None:
 
 def transformers_logprobs(config: ParityConfig, source: SourceResult, store: Store, env: ToolEnv) -> TokenLogprobs:
     """Token ids of the parity text and their logprobs under transformers (float32), cached."""
-    hf_key = content_key("parity-hf", source.key, sha256_file(text_path(config)), config.tokens)
+    hf_key = content_key("parity-hf", source.key, sha256_file(text_path(config)), config.tokens,
+                         {"transformers": env.version("transformers"), "torch": env.version("torch")})
     if not store.has(STAGE, hf_key):
         with store.building(STAGE, hf_key) as scratch:
             result = env.run_worker("pipeline.workers.hf_logprobs", TransformersLogprobsRequest(
@@ -72,11 +74,11 @@ def compare(engine_logprobs: list[float], hf_logprobs: list[float]) -> dict[str,
 
 
 def run(engine: EngineContext, artifact: Artifact, store: Store, config: ParityConfig, source: SourceResult,
-        transformers_env: ToolEnv) -> ParityResult:
-    """The reference served by `engine` vs transformers; stored under its own key."""
+        transformers_env: ToolEnv, parity_key: str) -> ParityResult:
+    """The reference served by `engine` vs transformers; stored under `parity_key`."""
     how = method(engine.capabilities)
     hf = transformers_logprobs(config, source, store, transformers_env)
-    with store.building(STAGE, key(config, artifact.key, engine.name)) as scratch:
+    with store.building(STAGE, parity_key) as scratch:
         if how == "served":
             ours = ServedLogprobs(engine.running(), engine.capabilities.top_logprobs).prompt_logprobs(hf.token_ids)
         else:

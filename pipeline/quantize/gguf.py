@@ -20,7 +20,7 @@ from pipeline.quantize import (STAGE, Artifact, built_artifact, cached_artifact,
                                write_manifest)
 from pipeline.recipe.schema import VariantConfig
 from pipeline.source import SourceResult
-from pipeline.toolenv import ToolEnv, ToolEnvMissing, llamacpp_binary
+from pipeline.toolenv import ToolEnv, llama_cpp_src, llamacpp_binary, llamacpp_version
 from pipeline.workers.messages import GGUFConvertRequest, GGUFFile, GGUFInspectRequest, GGUFQuantizeRequest
 
 BASE_STAGE = "gguf-base"
@@ -49,17 +49,8 @@ class GGUFVariant(VariantConfig):
         return value
 
 
-def llama_cpp_src(env: ToolEnv) -> Path:
-    """The llama.cpp tree vendored in the llama-cpp-python sdist that setup extracted."""
-    found = sorted((env.root / "src").glob("llama_cpp_python-*/vendor/llama.cpp"))
-    if not found:
-        raise ToolEnvMissing(f"llama.cpp sources missing under {env.root / 'src'}: run `make setup`")
-    return found[-1]
-
-
 def tool_versions(env: ToolEnv) -> dict[str, str]:
-    src = llama_cpp_src(env)
-    return {"llama-cpp-python": src.parent.parent.name.split("-")[-1], "llama.cpp": "vendored"}
+    return {"llama-cpp-python": llamacpp_version(env), "llama.cpp": "vendored"}
 
 
 class GGUFQuantizer:

@@ -100,8 +100,12 @@ class VariantConfig(Strict):
 class EngineConfig(Strict):
     """An engine's recipe section (`engines.<name>`)."""
 
-    # settings of an in-process scorer that the server never sees: kept out of the load benchmark's key
-    scorer_fields: ClassVar[frozenset[str]] = frozenset()
+    # settings that change speed or resources but no number an evaluation, divergence or parity
+    # reads: kept out of those measurements' keys (never out of the load benchmark's)
+    speed_only: ClassVar[frozenset[str]] = frozenset()
+    # settings the running server never sees (an in-process scorer's, how long to wait for it to be
+    # ready): kept out of the load benchmark's key too
+    not_serving: ClassVar[frozenset[str]] = frozenset({"ready_timeout_s"})
     context_field: ClassVar[str]  # the setting that bounds one sequence's tokens on the server
 
 

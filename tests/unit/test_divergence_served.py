@@ -11,6 +11,7 @@ from pipeline.measure import divergence
 from pipeline.recipe.schema import DivergenceConfig
 
 VOCAB = 400
+ENGINE = {"engine": "stand-in", "build": "stand-in==1", "settings": {}}  # the engine's part of the keys
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -102,26 +103,26 @@ def config(tmp_path) -> DivergenceConfig:
 def test_reference_is_collected_once_then_variants_compare_with_it(tmp_path, config):
     store = Store(tmp_path / "artifacts")
     reference = ServedModel(noise=0)
-    own = divergence.run_served(config, reference, "ref", "ref", store)
+    own = divergence.run_served(config, reference, "ref", "ref", store, ENGINE)
     assert own.kld_mean == 0 and own.n_tokens == 2 * 63
     assert reference.calls == 4  # collect (2 windows) + compare with itself (2 windows)
     variant = ServedModel(noise=0.5, seed=3)
-    result = divergence.run_served(config, variant, "var", "ref", store)
+    result = divergence.run_served(config, variant, "var", "ref", store, ENGINE)
     assert result.kld_mean > 0.01 and variant.calls == 2
     unasked = ServedModel(noise=0.5, seed=3)
-    again = divergence.run_served(config, unasked, "var", "ref", store)
+    again = divergence.run_served(config, unasked, "var", "ref", store, ENGINE)
     assert again == result and unasked.calls == 0  # read back from the store, the server never asked
 
 
 def test_variant_without_collected_reference_fails(tmp_path, config):
     with pytest.raises(ValueError, match="never collected"):
-        divergence.run_served(config, ServedModel(noise=0.5), "var", "ref", Store(tmp_path / "artifacts"))
+        divergence.run_served(config, ServedModel(noise=0.5), "var", "ref", Store(tmp_path / "artifacts"), ENGINE)
 
 
 def test_variant_with_another_tokenizer_is_not_compared(tmp_path, config):
     store = Store(tmp_path / "artifacts")
-    divergence.run_served(config, ServedModel(noise=0), "ref", "ref", store)
+    divergence.run_served(config, ServedModel(noise=0), "ref", "ref", store, ENGINE)
     with pytest.raises(ValueError, match="tokenize the divergence text differently"):
-        divergence.run_served(config, ServedModel(noise=0.5, tokenizer_shift=1), "var", "ref", store)
+        divergence.run_served(config, ServedModel(noise=0.5, tokenizer_shift=1), "var", "ref", store, ENGINE)
     # only the reference's two results: nothing half-written for the refused variant
     assert len(list((tmp_path / "artifacts" / "divergence").glob("*/result.json"))) == 2

@@ -41,8 +41,10 @@ class Int3Quantizer:
 
 class Blobd(EngineConfig):
     context_field: ClassVar[str] = "max_len"
+    speed_only: ClassVar[frozenset[str]] = frozenset({"threads"})
     max_len: int = 4096
     slots: int = 2
+    threads: int = 1
 
 
 def blobd_capabilities(config: Blobd) -> specs.Capabilities:
@@ -53,7 +55,8 @@ def blobd_capabilities(config: Blobd) -> specs.Capabilities:
 INT3 = specs.QuantizerSpec(name="int3-maker", variant_models=(Int3Variant,), env="int3env",
                            make=lambda env, recipe: Int3Quantizer())
 BLOBD = specs.EngineSpec(name="blobd", formats=frozenset({"int3-blob"}), env="blobdenv", config_model=Blobd,
-                         capabilities=blobd_capabilities, make=lambda **kwargs: None)
+                         capabilities=blobd_capabilities, make=lambda **kwargs: None,
+                         build=lambda env: "blobd==1.0")
 
 
 @pytest.fixture
@@ -116,7 +119,8 @@ def test_the_engines_format_and_context_are_checked_from_its_spec(tmp_path, mode
 
 def test_a_format_two_engines_serve_needs_the_engine_named(tmp_path, model_dir):
     hf_too = specs.EngineSpec(name="blobd", formats=frozenset({"int3-blob", "hf"}), env="blobdenv",
-                              config_model=Blobd, capabilities=blobd_capabilities, make=lambda **kwargs: None)
+                              config_model=Blobd, capabilities=blobd_capabilities, make=lambda **kwargs: None,
+                         build=lambda env: "blobd==1.0")
     with specs.registered(INT3, hf_too):
         with pytest.raises(RecipeError) as info:
             load_recipe(recipe_file(tmp_path, FAKE_VARIANTS + [{"name": "bf16", "kind": "hf", "reference": True}]))
@@ -127,14 +131,18 @@ def test_the_plan_keys_a_registered_kind_and_engine(tmp_path, model_dir):
     settings = Settings(artifacts=tmp_path / "artifacts", envs=tmp_path / "envs")
     with specs.registered(INT3, BLOBD):
         plan = make_plan(load_recipe(recipe_file(tmp_path, FAKE_VARIANTS)), settings)
-        faster = make_plan(load_recipe(recipe_file(tmp_path, FAKE_VARIANTS, engines={"blobd": {"slots": 4}})), settings)
+        threads = make_plan(load_recipe(recipe_file(tmp_path, FAKE_VARIANTS, engines={"blobd": {"threads": 4}})),
+                            settings)
+        slots = make_plan(load_recipe(recipe_file(tmp_path, FAKE_VARIANTS, engines={"blobd": {"slots": 4}})), settings)
     ref, i3 = plan.variants
     assert (ref.kind, ref.params) == ("int3", {"kind": "int3", "group_size": 128})
     assert len({ref.artifact_key, i3.artifact_key}) == 2 and not (i3.quantize_cached or i3.eval_cached)
-    # an engine setting changes how it serves (the load benchmark), not what the model answers
-    assert [v.artifact_key for v in faster.variants] == [ref.artifact_key, i3.artifact_key]
-    assert [v.eval_key for v in faster.variants] == [ref.eval_key, i3.eval_key]
-    assert faster.variants[1].bench_key != i3.bench_key
+    # a setting the engine declares speed-only changes the load benchmark, not what the model answers
+    assert [v.artifact_key for v in threads.variants] == [ref.artifact_key, i3.artifact_key]
+    assert [v.eval_key for v in threads.variants] == [ref.eval_key, i3.eval_key]
+    assert threads.variants[1].bench_key != i3.bench_key
+    # any other engine setting may change an answer: the evals are redone
+    assert slots.variants[1].eval_key != i3.eval_key and slots.variants[1].artifact_key == i3.artifact_key
 
 
 def test_each_measurement_chooses_its_method_from_the_capabilities():

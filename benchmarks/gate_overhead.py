@@ -21,7 +21,8 @@ from pipeline import specs
 from pipeline.artifacts import Store, write_json
 from pipeline.engines import EngineContext
 from pipeline.measure import divergence, evals
-from pipeline.measure.stats import paired_bootstrap_drop
+from pipeline.measure.keys import engine_identity, keys_for
+from pipeline.measure.stats import paired_drop
 from pipeline.plan import make_plan
 from pipeline.quantize import Artifact
 from pipeline.recipe.load import load_recipe
@@ -59,19 +60,20 @@ def main() -> None:
         if not divergence.needs_server(capabilities):
             with tempfile.TemporaryDirectory() as scratch:
                 started = time.perf_counter()
-                div_metrics = divergence.run(engine, ours, ref, Store(Path(scratch)), recipe.divergence)
+                identity = engine_identity(recipe, variant.engine, settings.envs).key_part()
+                div_metrics = divergence.run(engine, ours, ref, Store(Path(scratch)), recipe.divergence, identity)
                 div_seconds, div_how = time.perf_counter() - started, "re-run, full logits in-process"
         else:
-            served_key = divergence.key(recipe.divergence, ours.key, ref.key, divergence.method(capabilities))
+            served_key = keys_for(recipe, variant, ours.key, ref.key, settings.envs).divergence
             div_metrics = divergence.cached(store, served_key)
             div_seconds, div_how = div_metrics.seconds, "recorded by the demo run while served (top-k)"
-        result = evals.cached(store, evals.key(recipe.evals, ours.key))
-        ref_result = evals.cached(store, evals.key(recipe.evals, ref.key))
+        result = evals.cached(store, keys_for(recipe, variant, ours.key, ref.key, settings.envs).evals)
+        ref_result = evals.cached(store, keys_for(recipe, ref_variant, ref.key, ref.key, settings.envs).evals)
         started = time.perf_counter()
         items = 0
-        for task in recipe.evals.tasks:
-            reference_items = ref_result.correct(task)
-            paired_bootstrap_drop(reference_items, result.correct(task), recipe.gates.confidence, recipe.gates.bootstrap_iters)
+        for task in result.tasks:
+            reference_items = ref_result.values(task)
+            paired_drop(reference_items, result.values(task), recipe.gates.confidence, recipe.gates.bootstrap_iters)
             items += len(reference_items)
         stats_seconds = time.perf_counter() - started
         rows.append({

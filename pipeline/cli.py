@@ -141,7 +141,7 @@ def print_summary(outcome) -> None:
     table.add_column("bits/w", justify="right")
     table.add_column("MB", justify="right")
     for task in report.tasks:
-        table.add_column(f"{task} acc", justify="right")
+        table.add_column(f"{task} {report.metrics.get(task, 'score')}", justify="right")
         table.add_column("Δ (bound)", justify="right")
     for column in ("KLD", "flips", "p95 TTFT ms", "p95 ITL ms", "tok/s", "$/1M tok", "verdict"):
         table.add_column(column, justify="right")
@@ -152,7 +152,8 @@ def print_summary(outcome) -> None:
         for task in report.tasks:
             bound = row.delta_upper.get(task)
             delta = _fmt(row.delta.get(task), 3, signed=True)
-            cells += [_fmt(row.accuracy.get(task), 3),
+            informative = "" if task not in row.uninformative else " (uninf.)"
+            cells += [_fmt(row.score.get(task), 3) + informative,
                       delta + (f" ({_fmt(-bound, 3, signed=True)})" if bound is not None else "")]
         cells += [_fmt(div.kld_mean if div else None, 4), _fmt(div.flip_rate if div else None, 3)]
         cells += [_fmt(bench.ttft_ms["p95"] if bench else None, 0), _fmt(bench.itl_ms["p95"] if bench else None, 0),
@@ -163,6 +164,10 @@ def print_summary(outcome) -> None:
     for row in report.rows:
         for reason in row.reasons:
             console.print(f"  [red]✗[/] {escape(row.variant)}: {escape(reason)}")
+    for task in report.tasks:
+        why = next((r.uninformative[task] for r in report.rows if r.reference and task in r.uninformative), None)
+        if why:
+            console.print(f"  [yellow]~[/] {escape(task)}: {escape(why)}")
     console.print(f"[bold]decision:[/] {escape(report.decision)}")
     if report.registry:
         console.print(f"[bold]registry:[/] {escape(report.registry.name)} → {escape(report.registry.note)}")

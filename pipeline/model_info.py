@@ -27,6 +27,7 @@ class ModelInfo:
     intermediate_size: int
     num_layers: int
     head_dim: int
+    chat_template: bool | None = None  # whether the tokenizer carries one (None: not known)
 
     def linear_widths(self) -> dict[str, int]:
         """Input width of each kind of Linear (what a weight group spans)."""
@@ -55,8 +56,11 @@ def from_config(path: Path) -> ModelInfo:
     config = json.loads((path / "config.json").read_text())
     hidden = int(config["hidden_size"])
     heads = int(config.get("num_attention_heads", 1))
+    tokenizer_config = path / "tokenizer_config.json"
+    template = (path / "chat_template.jinja").is_file() or (
+        tokenizer_config.is_file() and bool(json.loads(tokenizer_config.read_text()).get("chat_template")))
     return ModelInfo(config.get("architectures", ["?"])[0], hidden, int(config.get("intermediate_size", hidden * 4)),
-                     int(config["num_hidden_layers"]), int(config.get("head_dim") or hidden // heads))
+                     int(config["num_hidden_layers"]), int(config.get("head_dim") or hidden // heads), template)
 
 
 _GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
@@ -95,12 +99,15 @@ def from_gguf(path: Path) -> ModelInfo:
             if key == "general.architecture" or key.endswith((".embedding_length", ".feed_forward_length",
                                                               ".block_count", ".attention.head_count")):
                 wanted[key] = value
+            elif key == "tokenizer.chat_template":
+                wanted[key] = bool(value)
     arch = str(wanted["general.architecture"])
     hidden = int(wanted[f"{arch}.embedding_length"])  # type: ignore[arg-type]
     heads = int(wanted.get(f"{arch}.attention.head_count", 1))  # type: ignore[arg-type]
     architecture = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}.get(arch, arch)
     return ModelInfo(architecture, hidden, int(wanted[f"{arch}.feed_forward_length"]),  # type: ignore[arg-type]
-                     int(wanted[f"{arch}.block_count"]), hidden // heads)  # type: ignore[arg-type]
+                     int(wanted[f"{arch}.block_count"]), hidden // heads,  # type: ignore[arg-type]
+                     bool(wanted.get("tokenizer.chat_template", False)))
 
 
 def divisors(n: int, minimum: int = 8) -> list[int]:

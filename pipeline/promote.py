@@ -1,10 +1,13 @@
 """Promotion rule: gate every variant on quality and SLO, then pick the cheapest that passes.
 
 Quality is judged item by item against the reference on the same engine: a task passes only when
-the one-sided upper confidence bound of its accuracy drop is within tolerance (a point delta within
+the one-sided upper confidence bound of its metric's drop is within tolerance (a point delta within
 tolerance whose bound is not is "not enough evidence" and fails), and the next-token divergence
-(KL, top-1 flips) is within its limits. Every check is computed and reported before the decision; a
-missing, partial or non-finite measurement fails its check (fail closed).
+(KL, top-1 flips) is within its limits. A task on which the reference is not clearly above what
+blind answers score (plus the tolerance) cannot tell variants apart: it is reported as
+uninformative and never gated on, and with no informative task nothing passes on task evidence.
+Every check is computed and reported before the decision; a missing, partial or non-finite
+measurement fails its check (fail closed).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline.cost import usd_per_million_tokens
-from pipeline.measure.stats import PairedComparison, paired_bootstrap_drop
+from pipeline.measure.stats import Informative, PairedComparison, informative, paired_drop
 from pipeline.recipe.schema import SLO, Gates, Hardware
 
 # Serving the reference against itself must show no divergence: anything above this is noise the
@@ -32,13 +35,24 @@ class Check:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TaskItems:
+    """One task's per-item results: the gate's metric, and for choice tasks the gold and chosen option."""
+
+    metric: str
+    values: list[float]
+    gold: list[int] | None = None
+    choice: list[int] | None = None
+    n_choices: list[int] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class VariantEvidence:
     """What promotion needs to know about one variant, already measured."""
 
     name: str
     engine: str
     is_reference: bool
-    correct: dict[str, list[int]]  # task -> per-item 0/1 in doc order (missing task: not measured)
+    tasks: dict[str, TaskItems]  # gated task -> per-item results in doc order (missing task: not measured)
     alignment_passed: bool | None
     eval_error: str | None
     bench: dict[str, Any] | None  # BenchResult.to_json(), None if not measured
@@ -58,6 +72,7 @@ class Verdict:
     usd_per_1m_tokens: float | None
     comparisons: dict[str, PairedComparison] = field(default_factory=dict)
     promoted: bool = False
+    informative: dict[str, Informative] = field(default_factory=dict)  # per task, judged on the reference
 
     @property
     def reasons(self) -> list[str]:
@@ -93,33 +108,39 @@ def _usable(evidence: VariantEvidence) -> str | None:
     return None
 
 
-def task_checks(variant: VariantEvidence, reference: VariantEvidence, tasks: list[str],
-                gates: Gates) -> tuple[list[Check], dict[str, PairedComparison]]:
+def task_checks(variant: VariantEvidence, reference: VariantEvidence, tasks: list[str], gates: Gates,
+                tolerances: dict[str, float]) -> tuple[list[Check], dict[str, PairedComparison], dict[str, Informative]]:
+    """Per task, the drop's bound against its tolerance, on the tasks that can tell variants apart."""
     if why := _usable(variant):
-        return [Check("eval", False, None, None, f"eval failed: {why}")], {}
+        return [Check("eval", False, None, None, f"eval failed: {why}")], {}, {}
     if why := _usable(reference):
         return [Check("reference", False, None, None,
-                      f"reference {reference.name} failed its eval ({why}): nothing to compare with")], {}
-    checks, comparisons = [], {}
+                      f"reference {reference.name} failed its eval ({why}): nothing to compare with")], {}, {}
+    checks, comparisons, informed = [], {}, {}
     for task in tasks:
-        tolerance = gates.tolerance(task)
-        ours, theirs = variant.correct.get(task), reference.correct.get(task)
-        if not ours or not theirs or len(ours) != len(theirs):
+        tolerance = tolerances.get(task, gates.tolerance(task))
+        ours, theirs = variant.tasks.get(task), reference.tasks.get(task)
+        if not ours or not theirs or len(ours.values) != len(theirs.values):
             checks.append(Check(f"{task}.drop", False, None, tolerance,
-                                f"{task}: per-item results missing or partial ({len(ours or [])} vs"
-                                f" {len(theirs or [])} reference items)"))
+                                f"{task}: per-item results missing or partial ({len(ours.values) if ours else 0} vs"
+                                f" {len(theirs.values) if theirs else 0} reference items)"))
             continue
-        if any(x not in (0, 1) or isinstance(x, float) and not math.isfinite(x) for x in (*ours, *theirs)):
+        if not all(_finite(x) for x in (*ours.values, *theirs.values)):
             checks.append(Check(f"{task}.drop", False, None, tolerance,
-                                f"{task}: per-item results hold values other than 0/1: not comparable"))
+                                f"{task}: per-item results hold values that are not finite numbers: not comparable"))
             continue
-        c = paired_bootstrap_drop(theirs, ours, gates.confidence, gates.bootstrap_iters)
+        informed[task] = info = informative(theirs.values, tolerance, gates.confidence, theirs.gold, theirs.choice,
+                                            theirs.n_choices)
+        if not info.informative:  # no evidence either way: reported, never gated on
+            continue
+        c = paired_drop(theirs.values, ours.values, gates.confidence, gates.bootstrap_iters)
         comparisons[task] = c
-        flips = f"{c.right_to_wrong} right→wrong, {c.wrong_to_right} wrong→right of {c.n}"
+        flips = (f"{c.right_to_wrong} right→wrong, {c.wrong_to_right} wrong→right of {c.n}"
+                 if c.right_to_wrong is not None else f"{c.n} items")
         bound = f"{c.confidence:.0%} upper bound {c.drop_upper:+.3f}"
         if c.drop > tolerance:
             checks.append(Check(f"{task}.drop", False, round(c.drop, 4), tolerance,
-                                f"{task}: accuracy drop {c.drop:+.3f} exceeds {tolerance:.3f} ({bound}; {flips})"))
+                                f"{task}: {theirs.metric} drop {c.drop:+.3f} exceeds {tolerance:.3f} ({bound}; {flips})"))
         elif c.drop_upper > tolerance:
             checks.append(Check(f"{task}.drop_upper", False, round(c.drop_upper, 4), tolerance,
                                 f"{task}: not enough evidence: drop {c.drop:+.3f} is within {tolerance:.3f} but its"
@@ -127,7 +148,12 @@ def task_checks(variant: VariantEvidence, reference: VariantEvidence, tasks: lis
         else:
             checks.append(Check(f"{task}.drop_upper", True, round(c.drop_upper, 4), tolerance,
                                 f"{task}: drop {c.drop:+.3f}, {bound} within {tolerance:.3f} ({flips})"))
-    return checks, comparisons
+    uninformative = [task for task, info in informed.items() if not info.informative]
+    if tasks and len(uninformative) == len(tasks):
+        checks.append(Check("task_evidence", False, None, None,
+                            f"no task can tell variants apart ({'; '.join(f'{t}: {informed[t].reason}' for t in tasks)}):"
+                            " nothing is promoted on task evidence"))
+    return checks, comparisons, informed
 
 
 def parity_check(reference: VariantEvidence) -> Check:
@@ -189,20 +215,24 @@ def slo_checks(variant: VariantEvidence, slo: SLO) -> list[Check]:
     return checks
 
 
-def decide(evidence: list[VariantEvidence], tasks: list[str], gates: Gates, slo: SLO, hardware: Hardware) -> Decision:
-    """Verdict for every variant, then the cheapest passing one by $ per 1M output tokens."""
+def decide(evidence: list[VariantEvidence], tasks: list[str], gates: Gates, slo: SLO, hardware: Hardware,
+           tolerances: dict[str, float] | None = None) -> Decision:
+    """Verdict for every variant, then the cheapest passing one by $ per 1M output tokens.
+
+    `tasks` are the gated task labels; `tolerances` overrides the gates' tolerance per task."""
     references = {e.engine: e for e in evidence if e.is_reference}
     verdicts = []
     for variant in evidence:
         reference = references.get(variant.engine)
         comparisons: dict[str, PairedComparison] = {}
+        informed: dict[str, Informative] = {}
         if variant.not_run:  # nothing was measured: one reason, not one per missing figure
             verdicts.append(Verdict(variant.name, False, [Check("runs_here", False, None, None, variant.not_run)], None))
             continue
         if reference is None:
             checks = [Check("reference", False, None, None, f"no reference measured on engine {variant.engine}")]
         else:
-            checks, comparisons = task_checks(variant, reference, tasks, gates)
+            checks, comparisons, informed = task_checks(variant, reference, tasks, gates, tolerances or {})
             checks.append(parity_check(reference))
             checks += divergence_checks(variant, reference, gates)
         checks += slo_checks(variant, slo)
@@ -211,13 +241,13 @@ def decide(evidence: list[VariantEvidence], tasks: list[str], gates: Gates, slo:
         if not math.isfinite(cost):
             checks.append(Check("cost", False, None, None, "no throughput measured: cost unknown"))
         verdicts.append(Verdict(variant.name, all(c.passed for c in checks), checks,
-                                round(cost, 4) if math.isfinite(cost) else None, comparisons))
+                                round(cost, 4) if math.isfinite(cost) else None, comparisons, informative=informed))
     passing = [v for v in verdicts if v.passed]
     if not passing:
         return Decision(None, verdicts, "no variant passed every gate; nothing promoted")
     winner = min(passing, key=lambda v: (v.usd_per_1m_tokens, v.variant))
-    verdicts = [Verdict(v.variant, v.passed, v.checks, v.usd_per_1m_tokens, v.comparisons, promoted=v is winner)
-                for v in verdicts]
+    verdicts = [Verdict(v.variant, v.passed, v.checks, v.usd_per_1m_tokens, v.comparisons, promoted=v is winner,
+                        informative=v.informative) for v in verdicts]
     reason = (f"{winner.variant} is the cheapest of {len(passing)} passing variant(s)"
               f" at ${winner.usd_per_1m_tokens:.4f} per 1M output tokens")
     return Decision(winner.variant, verdicts, reason)

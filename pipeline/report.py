@@ -48,10 +48,11 @@ class ReportRow:
     artifact_key: str | None
     quantize_seconds: float | None
     peak_rss_mb: float | None
-    accuracy: dict[str, float | None]  # per task
-    delta: dict[str, float | None]  # accuracy vs the engine's reference
+    score: dict[str, float | None]  # per task, its metric's mean
+    delta: dict[str, float | None]  # score vs the engine's reference
     delta_upper: dict[str, float]  # one-sided upper confidence bound on the drop
     flips: dict[str, TaskFlips]
+    uninformative: dict[str, str]  # tasks that cannot tell variants apart here: why (never gated on)
     divergence: DivergenceMetrics | None
     parity: ParityResult | None  # references only
     bench: BenchResult | None
@@ -66,6 +67,7 @@ class Report:
     recipe: str
     recipe_hash: str
     tasks: list[str]
+    metrics: dict[str, str]  # task -> the per-item metric its gate reads
     winner: str | None
     decision: str
     rows: list[ReportRow]
@@ -94,35 +96,40 @@ def build(recipe_name: str, recipe_hash: str, tasks: list[str], results: list[Va
           decision: Decision) -> Report:
     """One row per variant with the figures the summary table and MLflow show."""
     references = {r.engine: r for r in results if r.reference}
+    metrics: dict[str, str] = {}
     rows = []
     for result in results:
         verdict = decision.verdict(result.name)
         manifest = result.artifact.manifest if result.artifact else {}
         reference = references.get(result.engine)
-        accuracy, delta, delta_upper, flips = {}, {}, {}, {}
+        score, delta, delta_upper, flips = {}, {}, {}, {}
         for task in tasks:
-            acc = _acc(result, task)
-            ref = _acc(reference, task) if reference else None
-            accuracy[task] = acc
-            delta[task] = round(acc - ref, 4) if acc is not None and ref is not None else None
+            ours = _score(result, task)
+            ref = _score(reference, task) if reference else None
+            score[task] = ours
+            delta[task] = round(ours - ref, 4) if ours is not None and ref is not None else None
+            if result.evals and task in result.evals.tasks:
+                metrics[task] = result.evals.tasks[task].metric
             if c := verdict.comparisons.get(task):
                 delta_upper[task] = round(c.drop_upper, 4)
-                flips[task] = TaskFlips(right_to_wrong=c.right_to_wrong, wrong_to_right=c.wrong_to_right,
-                                        mcnemar_p=round(c.mcnemar_p, 5))
+                if c.right_to_wrong is not None and c.wrong_to_right is not None and c.mcnemar_p is not None:
+                    flips[task] = TaskFlips(right_to_wrong=c.right_to_wrong, wrong_to_right=c.wrong_to_right,
+                                            mcnemar_p=round(c.mcnemar_p, 5))
         rows.append(ReportRow(
             variant=result.name, engine=result.engine, reference=result.reference,
             quantization=manifest.get("quantization"),
             file_mb=round(manifest["file_bytes"] / 1e6, 1) if manifest else None,
             bits_per_weight=manifest.get("bits_per_weight"), artifact_key=manifest.get("key"),
             quantize_seconds=manifest.get("quantize_seconds"), peak_rss_mb=manifest.get("peak_rss_mb"),
-            accuracy=accuracy, delta=delta, delta_upper=delta_upper, flips=flips,
+            score=score, delta=delta, delta_upper=delta_upper, flips=flips,
+            uninformative={t: i.reason for t, i in verdict.informative.items() if not i.informative},
             divergence=result.divergence, parity=result.parity if result.reference else None, bench=result.bench,
             usd_per_1m_tokens=verdict.usd_per_1m_tokens, passed=verdict.passed, promoted=verdict.promoted,
             reasons=verdict.reasons,
         ))
-    return Report(recipe=recipe_name, recipe_hash=recipe_hash, tasks=list(tasks), winner=decision.winner,
-                  decision=decision.reason, rows=rows)
+    return Report(recipe=recipe_name, recipe_hash=recipe_hash, tasks=list(tasks), metrics=metrics,
+                  winner=decision.winner, decision=decision.reason, rows=rows)
 
 
-def _acc(result: VariantResult, task: str) -> float | None:
-    return result.evals.tasks[task].acc if result.evals and task in result.evals.tasks else None
+def _score(result: VariantResult, task: str) -> float | None:
+    return result.evals.tasks[task].value if result.evals and task in result.evals.tasks else None

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Callable
 
 from pipeline import promote, report, source, track
+from pipeline.measure import tasks
+from pipeline.measure.evals import EvalResult
 from pipeline.artifacts import Store
 from pipeline.plan import Plan, make_plan, required_envs
 from pipeline.quantize import Artifact
@@ -63,13 +65,17 @@ def run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[st
             say(f"{label} {what} FAILED: {error}")
         results.append(result)
 
-    decision = promote.decide([evidence(r) for r in results], recipe.evals.tasks, recipe.gates, recipe.slo,
-                              recipe.hardware)
+    resolved = tasks.resolve(recipe.evals, recipe.engines_used(), settings.envs)
+    gated = [label for task in resolved for label in task.gated_labels()]
+    tolerances = {label: task.ref.tolerance if task.ref.tolerance is not None else recipe.gates.tolerance(task.label)
+                  for task in resolved for label in task.gated_labels()}
+    decision = promote.decide([evidence(r) for r in results], gated, recipe.gates, recipe.slo, recipe.hardware,
+                              tolerances)
     say(f"decision: {decision.reason}")
 
     tracking_uri = settings.tracking_uri or recipe.tracking.uri or settings.default_tracking_uri()
     tracker = track.Tracker(tracking_uri, recipe.tracking.experiment, settings.mlflow_artifact_root())
-    summary = report.build(recipe.name, plan.recipe_hash, recipe.evals.tasks, results, decision)
+    summary = report.build(recipe.name, plan.recipe_hash, gated, results, decision)
     run_name = f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     parent_id, registry = track.record(tracker, run_name, recipe, recipe_path, summary, results, decision)
     if registry:
@@ -85,12 +91,12 @@ def evidence(result: VariantResult) -> promote.VariantEvidence:
     if result.artifact is None:
         why = result.not_run or f"quantize failed: {result.quantize_error or 'not measured'}"
         return promote.VariantEvidence(name=result.name, engine=result.engine, is_reference=result.reference,
-                                       correct={}, alignment_passed=None, eval_error=why, bench=None, bench_error=why,
+                                       tasks={}, alignment_passed=None, eval_error=why, bench=None, bench_error=why,
                                        divergence=None, divergence_error=why, not_run=result.not_run)
     evals = result.evals
     return promote.VariantEvidence(
         name=result.name, engine=result.engine, is_reference=result.reference,
-        correct={task: evals.correct(task) for task in evals.tasks} if evals else {},
+        tasks={label: task_items(evals, label) for label in evals.tasks} if evals else {},
         alignment_passed=evals.alignment.passed if evals else None, eval_error=result.eval_error,
         bench=result.bench.to_json() if result.bench and not result.bench_error else None,
         bench_error=result.bench_error,
@@ -98,3 +104,12 @@ def evidence(result: VariantResult) -> promote.VariantEvidence:
         parity=asdict(result.parity) if result.reference and result.parity else None,
         parity_error=result.parity_error if result.reference else None,
     )
+
+
+def task_items(evals: EvalResult, label: str) -> promote.TaskItems:
+    items = evals.items(label)
+    choices = all("choice" in item and "gold" in item for item in items)
+    return promote.TaskItems(metric=evals.tasks[label].metric, values=[float(item["value"]) for item in items],
+                             gold=[int(item["gold"]) for item in items] if choices else None,
+                             choice=[int(item["choice"]) for item in items] if choices else None,
+                             n_choices=[int(item["n_choices"]) for item in items] if choices else None)

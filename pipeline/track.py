@@ -123,13 +123,13 @@ def record(tracker: Tracker, run_name: str, recipe: Recipe, recipe_path: Path, r
     """The parent run, a child per variant, the winner registered; returns (parent run id, registry)."""
     registry = None
     variants = {v.name: v for v in recipe.variants}
-    with tracker.parent_run(run_name, flat_params(recipe.model_dump(exclude={"variants"})),
+    with tracker.parent_run(run_name, flat_params(recipe.model_dump(mode="json", exclude={"variants"})),
                             {"recipe": str(recipe_path), "recipe_hash": report.recipe_hash}) as parent_id:
         child_ids = {}
         for result in results:
             row = report.row(result.name)
             child_ids[result.name] = tracker.child_run(
-                result.name, flat_params(variants[result.name]), variant_metrics(row),
+                result.name, flat_params(variants[result.name]), variant_metrics(row, report.metrics),
                 {"verdict": "pass" if row.passed else "fail", "promoted": str(row.promoted).lower(),
                  "reasons": "; ".join(row.reasons)[:5000] or "all checks passed",
                  "reference": str(result.reference).lower(), "engine": result.engine},
@@ -161,11 +161,11 @@ def flat_params(obj: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def variant_metrics(row: ReportRow) -> dict[str, float]:
+def variant_metrics(row: ReportRow, metric_names: dict[str, str]) -> dict[str, float]:
     metrics: dict[str, float] = {"passed": float(row.passed), "promoted": float(row.promoted)}
-    for task, acc in row.accuracy.items():
-        if acc is not None:
-            metrics[f"{task}.acc"] = acc
+    for task, score in row.score.items():
+        if score is not None:
+            metrics[f"{task}.{metric_names.get(task, 'score')}"] = score
         if row.delta[task] is not None:
             metrics[f"{task}.delta_vs_reference"] = row.delta[task]  # type: ignore[assignment]
         if task in row.delta_upper:

@@ -21,7 +21,7 @@ from pipeline import specs
 from pipeline.artifacts import Store
 from pipeline.engines import EngineContext
 from pipeline.engines.server import ServerFailed
-from pipeline.measure import NotMeasurable, bench, divergence, evals, parity
+from pipeline.measure import NotMeasurable, bench, divergence, evals, parity, tasks
 from pipeline.measure.bench import BenchResult
 from pipeline.measure.evals import EvalResult
 from pipeline.measure.keys import engine_identity, keys_for
@@ -180,7 +180,8 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
             if result.evals is None:
                 say("running task evals")
                 try:
-                    result.evals = evals.run(engine, artifact, store, recipe.evals, keys.evals)
+                    resolved = tasks.resolve(recipe.evals, recipe.engines_used(), job.envs_root)
+                    result.evals = evals.run(engine, artifact, store, resolved, recipe.evals, keys.evals)
                     built.append(result.evals.folder)
                 except (ToolFailed, evals.EvalFailed, NotMeasurable) as exc:
                     result.eval_error = str(exc)

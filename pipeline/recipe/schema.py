@@ -134,9 +134,56 @@ class CalibrationConfig(Strict):
         return self
 
 
+class TaskRef(Strict):
+    """One eval task: a bundled set (a folder under evalsets/), a task or group of lm-eval's registry,
+    or a task YAML (or a folder of them, like lm-eval's --include_path) by path. A bare string in
+    `evals.tasks` is `{task: <string>}`."""
+
+    task: str | None = Field(None, description="bundled set, registry task or group, or a task inside `path`")
+    path: Path | None = Field(None, description="a task YAML or a folder of them; relative to the recipe")
+    name: str | None = Field(None, pattern=NAME_PATTERN, description="what reports call it (default: the task)")
+    num_fewshot: int | None = Field(None, ge=0)
+    limit: int | None = Field(None, ge=1, description="items (None: evals.limit)")
+    gen_kwargs: dict[str, Any] | None = Field(None, description="generation settings of generate_until tasks")
+    apply_chat_template: bool = False
+    metric: str | None = Field(None, description="the per-item metric the gate reads (default: acc, or exact_match)")
+    filter: str | None = Field(None, description="which filter's answers (generative tasks with several)")
+    tolerance: float | None = Field(None, ge=0, le=1, description="largest allowed drop (default: gates)")
+    gate: Literal["subtasks", "aggregate"] = Field("subtasks", description="a group: each member, or the pooled items")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"task": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _named(self) -> "TaskRef":
+        if self.task is None and self.path is None:
+            raise ValueError("a task needs `task` (a name), `path` (a task YAML or folder), or both")
+        if self.task is None and self.path is not None and self.path.suffix not in (".yaml", ".yml"):
+            raise ValueError(f"path {self.path} is a folder: name the task in it with `task`")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The task's name in reports, gates and MLflow."""
+        return self.name or self.task or (self.path.stem if self.path else "task")
+
+
 class EvalsConfig(Strict):
-    tasks: list[str] = Field(min_length=1, description="task set names under evalsets/")
+    tasks: list[TaskRef] = Field(min_length=1, description="task references (see TaskRef)")
     limit: int | None = Field(None, ge=1, description="items per task (None: all)")
+
+    @model_validator(mode="after")
+    def _labels_unique(self) -> "EvalsConfig":
+        labels = [t.label for t in self.tasks]
+        for i, label in enumerate(labels):
+            if label in labels[:i]:
+                raise ValueError(f"evals.tasks[{i}]: {label!r} is named twice; give one a `name`")
+        return self
+
+    def labels(self) -> list[str]:
+        return [t.label for t in self.tasks]
 
 
 class BenchConfig(Strict):
@@ -256,8 +303,9 @@ class Recipe(Strict):
                     f" {capabilities.max_context}); use fewer tokens per window"
                 )
         for task in self.gates.task_tolerances:
-            if task not in self.evals.tasks:
-                raise ValueError(f"gates.task_tolerances: {task!r} is not one of evals.tasks ({', '.join(self.evals.tasks)})")
+            if task not in self.evals.labels():
+                raise ValueError(f"gates.task_tolerances: {task!r} is not one of evals.tasks"
+                                 f" ({', '.join(self.evals.labels())})")
         for engine in self.engines_used():
             refs = [v.name for v in self.variants if v.engine == engine and v.reference]
             if len(refs) != 1:

@@ -22,7 +22,7 @@ from typing import Any
 from pipeline.workers.alignment import PROBE_PROMPT, check_alignment
 from pipeline.workers.divergence_summary import summarize
 from pipeline.workers.handoff import serve
-from pipeline.workers.lmeval_results import alignment_summary, task_scores
+from pipeline.workers.lmeval_results import alignment_summary, run_tasks
 from pipeline.workers.messages import (DivergenceMetrics, DivergenceRequest, EvalOutput, EvalRequest,
                                        ScorerLogprobsRequest, TokenLogprobs)
 
@@ -100,13 +100,16 @@ def probe(scorer: InProcessScorer, base_url: str, api_key: str, n_predict: int =
     return {**verdict, "server_tokens": generated, "scorer_rows": scorer_rows}
 
 
-def make_lm(scorer: InProcessScorer, base_url: str, api_key: str):
+def make_lm(scorer: InProcessScorer, base_url: str, api_key: str, concurrency: int = 1):
     import httpx
     from lm_eval.api.model import TemplateLM
     from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+    template = scorer.llm.metadata.get("tokenizer.chat_template")
+
     class LlamaCppInProcessLM(TemplateLM):
-        """lm-eval's three calls: loglikelihoods in-process, generation through llama-server."""
+        """lm-eval's three calls: loglikelihoods in-process, generation through llama-server; chat
+        templates rendered from the GGUF's own (as llama.cpp does), generation from the rendered text."""
 
         def __init__(self):
             super().__init__()
@@ -118,6 +121,23 @@ def make_lm(scorer: InProcessScorer, base_url: str, api_key: str):
         @property
         def prefix_token_id(self) -> int:
             return scorer.bos if scorer.add_bos else scorer.eos
+
+        @property
+        def tokenizer_name(self) -> str:
+            return "llamacpp-gguf"
+
+        def chat_template(self, chat_template: bool | str = False) -> str | None:
+            return template if chat_template else None
+
+        def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            if not template:
+                raise ValueError("the GGUF holds no chat template (tokenizer.chat_template)")
+            token = lambda i: scorer.llm.detokenize([i], special=True).decode(errors="replace")  # noqa: E731
+            formatter = Jinja2ChatFormatter(template, eos_token=token(scorer.eos), bos_token=token(scorer.bos),
+                                            add_generation_prompt=add_generation_prompt)
+            return formatter(messages=chat_history).prompt
 
         def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
             return scorer.tokenize(string)
@@ -143,24 +163,27 @@ def make_lm(scorer: InProcessScorer, base_url: str, api_key: str):
             return out
 
         def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-            out = []
+            from concurrent.futures import ThreadPoolExecutor
+
             with httpx.Client(headers={"Authorization": f"Bearer {api_key}"}, timeout=300) as client:
-                for context, gen_kwargs in [r.args for r in requests]:
+                def generate(args) -> str:
+                    context, gen_kwargs = args
                     until = gen_kwargs.get("until") or []
                     body = {"prompt": context, "n_predict": int(gen_kwargs.get("max_gen_toks", 256)),
-                            "temperature": 0, "top_k": 1, "stop": until if isinstance(until, list) else [until]}
+                            "temperature": 0, "top_k": 1, "stop": until if isinstance(until, list) else [until],
+                            "cache_prompt": False}
                     response = client.post(f"{base_url}/completion", json=body)
                     response.raise_for_status()
-                    out.append(response.json()["content"])
-            return out
+                    return response.json()["content"]
+
+                # as many in flight as the server has slots; results in the order lm-eval asked
+                with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+                    return list(pool.map(generate, [r.args for r in requests]))
 
     return LlamaCppInProcessLM()
 
 
 def evaluate(request: EvalRequest) -> EvalOutput:
-    from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
-
     started = time.monotonic()
     out = Path(request.out)
     scorer = InProcessScorer(request.model_path, n_ctx=request.max_context, threads=request.threads)
@@ -170,13 +193,10 @@ def evaluate(request: EvalRequest) -> EvalOutput:
     if not summary.passed:
         # A misaligned scorer must never produce a number: report the failure instead.
         return EvalOutput(alignment=summary, tasks={}, seconds=round(time.monotonic() - started, 2))
-    lm = make_lm(scorer, request.base_url, request.api_key)
-    results = simple_evaluate(
-        model=lm, tasks=request.tasks, task_manager=TaskManager(include_path=request.include_path),
-        limit=request.limit, log_samples=True, bootstrap_iters=0,
-    )
-    return EvalOutput(alignment=summary, tasks=task_scores(results, request.tasks, out),
-                      lm_eval_version=results.get("lm_eval_version"), seconds=round(time.monotonic() - started, 2))
+    lm = make_lm(scorer, request.base_url, request.api_key, request.concurrency)
+    scores, version = run_tasks(lm, request.tasks, out, request.served_model)
+    return EvalOutput(alignment=summary, tasks=scores, lm_eval_version=version, lm_eval_output="lm-eval",
+                      seconds=round(time.monotonic() - started, 2))
 
 
 def _log_softmax(logits):

@@ -2,7 +2,8 @@
 
 First the alignment probe, server against itself: greedy tokens generated with their logprobs must be
 the top-1, with the same logprobs, when the same sequence is scored with `echo`. Then lm-eval's
-`local-completions` model with per-sample logging.
+`local-completions` model runs each task (loglikelihoods and generation through the server; chat
+templates rendered with the served model's tokenizer) with per-sample logging.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from pipeline.workers.alignment import PROBE_PROMPT, check_alignment
 from pipeline.workers.handoff import serve
-from pipeline.workers.lmeval_results import alignment_summary, task_scores
+from pipeline.workers.lmeval_results import alignment_summary, run_tasks
 from pipeline.workers.messages import EvalOutput, EvalRequest
 
 
@@ -47,10 +48,22 @@ def probe(base_url: str, api_key: str, model: str, n_predict: int = 12) -> dict[
     return {**check_alignment(generated, rows), "server_tokens": generated, "scorer_rows": rows}
 
 
-def evaluate(request: EvalRequest) -> EvalOutput:
-    from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
+def completions_lm(**model_args: Any) -> Any:
+    """lm-eval's `local-completions` with chat prompts rendered to text by the served model's own
+    tokenizer: with `tokenized_requests=False` it would send the chat as a JSON message list, which
+    a completions endpoint rejects (400). Everything else is lm-eval's own."""
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
 
+    class ServedCompletions(LocalCompletionsAPI):
+        def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+            return self.tokenizer.apply_chat_template(chat_history, tokenize=False,
+                                                      add_generation_prompt=add_generation_prompt,
+                                                      continue_final_message=not add_generation_prompt)
+
+    return ServedCompletions(**model_args)
+
+
+def evaluate(request: EvalRequest) -> EvalOutput:
     started = time.monotonic()
     out = Path(request.out)
     alignment = probe(request.base_url, request.api_key, request.served_model)
@@ -59,17 +72,14 @@ def evaluate(request: EvalRequest) -> EvalOutput:
     if not summary.passed:
         return EvalOutput(alignment=summary, tasks={}, seconds=round(time.monotonic() - started, 2))
     os.environ["OPENAI_API_KEY"] = request.api_key  # lm-eval's local-completions reads it from here
-    results = simple_evaluate(
-        model="local-completions",
-        model_args={"model": request.served_model, "base_url": f"{request.base_url}/v1/completions",
-                    "tokenizer_backend": "huggingface", "tokenizer": request.model_path,
-                    "tokenized_requests": False, "num_concurrent": request.concurrency, "max_retries": 3,
-                    "max_length": request.max_context},
-        tasks=request.tasks, task_manager=TaskManager(include_path=request.include_path),
-        limit=request.limit, log_samples=True, bootstrap_iters=0,
-    )
-    return EvalOutput(alignment=summary, tasks=task_scores(results, request.tasks, out),
-                      lm_eval_version=results.get("lm_eval_version"), seconds=round(time.monotonic() - started, 2))
+    # The served model's own tokenizer renders chat templates and counts context tokens.
+    lm = completions_lm(
+        model=request.served_model, base_url=f"{request.base_url}/v1/completions", tokenizer_backend="huggingface",
+        tokenizer=request.model_path, tokenized_requests=False, num_concurrent=request.concurrency, max_retries=3,
+        max_length=request.max_context)
+    scores, version = run_tasks(lm, request.tasks, out, request.served_model)
+    return EvalOutput(alignment=summary, tasks=scores, lm_eval_version=version, lm_eval_output="lm-eval",
+                      seconds=round(time.monotonic() - started, 2))
 
 
 if __name__ == "__main__":

@@ -103,17 +103,69 @@ class AlignmentSummary:
 
 @dataclass(frozen=True, kw_only=True)
 class TaskScore:
-    acc: float
+    value: float  # the gate's metric, averaged over the items
+    metric: str
     n: int
     samples_file: str  # per-item results, in doc order, beside the result
 
 
 @dataclass(frozen=True, kw_only=True)
+class SubtaskInfo:
+    """One lm-eval task as its config declares it (nothing downloaded)."""
+
+    name: str
+    output_type: str
+    metrics: list[str]
+    filters: list[str]
+    data: str  # local | cached | needs-hub | custom
+    data_detail: str
+    files: list[str]  # config and local data files: what decides its items
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskInfo:
+    """A task reference looked up in lm-eval's index: a task, or a group and its member tasks."""
+
+    index: int
+    error: str | None  # unknown name or an unreadable YAML
+    kind: str  # task | group | tag
+    spec: str  # what lm-eval loads
+    include_path: str | None
+    cwd: str  # where relative data files resolve
+    subtasks: list[SubtaskInfo]
+    close: list[str] = field(default_factory=list)  # for an unknown name: the closest names lm-eval knows
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskLookup:
+    tasks: list[TaskInfo]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalTask:
+    """One task reference as the eval worker runs it."""
+
+    label: str
+    spec: str  # a task or group name lm-eval loads
+    include_path: str | None
+    cwd: str
+    subtasks: list[str]
+    metric: str
+    filter: str
+    num_fewshot: int | None = None
+    limit: int | None = None
+    gen_kwargs: dict[str, Any] | None = None
+    apply_chat_template: bool = False
+    pooled: bool = False  # a group gated on its pooled items rather than per member
+
+
+@dataclass(frozen=True, kw_only=True)
 class EvalOutput:
     alignment: AlignmentSummary
-    tasks: dict[str, TaskScore]  # lm-eval task name -> score (empty when the probe failed)
+    tasks: dict[str, TaskScore]  # gated task label (label/member for groups gated per member) -> score
     seconds: float
     lm_eval_version: str | None = None
+    lm_eval_output: str | None = None  # folder of lm-eval's own results and samples files
 
 
 # --- requests ------------------------------------------------------------------------------------
@@ -220,7 +272,8 @@ class DivergenceRequest:
 
 @dataclass(frozen=True, kw_only=True)
 class EvalRequest:
-    """lm-eval tasks on a served variant (loglikelihoods from the server or an in-process scorer)."""
+    """lm-eval tasks on a served variant (loglikelihoods from the server or an in-process scorer,
+    generation from the server)."""
 
     result: ClassVar[type] = EvalOutput
     model_path: str
@@ -228,9 +281,23 @@ class EvalRequest:
     api_key: str
     served_model: str
     out: str
-    tasks: list[str]  # lm-eval task names
-    include_path: str
-    limit: int | None
+    tasks: list[EvalTask]
     max_context: int  # tokens per scored sequence
     threads: int  # in-process scorer threads
     concurrency: int  # requests in flight against the server
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskQuery:
+    index: int
+    task: str | None
+    path: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskLookupRequest:
+    """Find task references in lm-eval's index (the registry only when a name may be in it)."""
+
+    result: ClassVar[type] = TaskLookup
+    queries: list[TaskQuery]
+    registry: bool

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -54,6 +55,73 @@ def tiny_model(tmp_path_factory, transformers_env, demo_gguf) -> Path:
     subprocess.run([str(transformers_env.python), "-m", "tests.integration.build_tiny_model", str(out),
                     str(demo_gguf)], check=True, env=transformers_env.environ(), cwd=REPO_ROOT, capture_output=True)
     return out
+
+
+LENGTH_TASK = """\
+# Two choices, the right one always the shortest: a model that scores continuations by their summed
+# log-probability prefers it whatever it learned, so even a random tiny model is well above chance.
+task: qg_length
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: length.jsonl
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{context}}"
+doc_to_choice: "{{choices}}"
+doc_to_target: "{{label}}"
+target_delimiter: ""
+metric_list:
+  - metric: acc
+"""
+
+ECHO_TASK = """\
+# Generative: repeat a word. Random tiny models get none right (an uninformative task for them).
+task: qg_echo
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: echo.jsonl
+test_split: test
+output_type: generate_until
+doc_to_text: "Repeat the word: {{word}}\\nWord:"
+doc_to_target: " {{word}}"
+generation_kwargs:
+  until: ["\\n"]
+  max_gen_toks: 4
+  do_sample: false
+metric_list:
+  - metric: exact_match
+    ignore_case: true
+    ignore_punctuation: true
+"""
+
+WORDS = ["cat", "house", "river", "green", "table", "music", "stone", "light", "paper", "water", "apple", "cloud"]
+
+
+@pytest.fixture(scope="session")
+def user_tasks(tmp_path_factory) -> Path:
+    """A user's own task folder outside the repository: a choice task and a generative one, their
+    data files next to them (relative paths, as a user writes them)."""
+    folder = tmp_path_factory.mktemp("my-tasks")
+    (folder / "length.yaml").write_text(LENGTH_TASK)
+    (folder / "echo.yaml").write_text(ECHO_TASK)
+    with open(folder / "length.jsonl", "w") as handle:
+        for i, word in enumerate(WORDS * 2):
+            choices = [f" {word}", f" {word} and then some more words that go on"]
+            label = i % 2
+            handle.write(json.dumps({"context": "Say it:", "choices": choices if label == 0 else choices[::-1],
+                                     "label": label}) + "\n")
+    with open(folder / "echo.jsonl", "w") as handle:
+        for word in WORDS:
+            handle.write(json.dumps({"word": word}) + "\n")
+    return folder
+
+
+def user_task_refs(folder: Path) -> list[dict]:
+    """The recipe entries naming the user's tasks by path (one of them through a chat template)."""
+    return [{"path": str(folder), "task": "qg_length"}, {"path": str(folder), "task": "qg_echo"},
+            {"path": str(folder / "echo.yaml"), "name": "echo-chat", "apply_chat_template": True}]
 
 
 def quantgate(*args: str, artifacts: Path, check: bool = True) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pipeline.settings import REPO_ROOT
-from tests.integration.conftest import quantgate
+from tests.integration.conftest import WORDS, quantgate, user_task_refs
 
 pytestmark = pytest.mark.integration
 
@@ -22,14 +22,14 @@ EVAL_LIMIT = 40
 
 
 @pytest.fixture(scope="module")
-def recipe(tmp_path_factory, tiny_model) -> Path:
+def recipe(tmp_path_factory, tiny_model, user_tasks) -> Path:
     folder = tmp_path_factory.mktemp("recipe")
     data = {
         "name": "tiny-test",
         "model": {"kind": "local", "path": str(tiny_model)},
         "variants": [{"name": n, "kind": "gguf", "type": t, "reference": n == "f16"} for n, t in VARIANTS],
         "engines": {"llamacpp": {"threads": 1, "parallel": 2, "ctx_per_slot": 256}},
-        "evals": {"tasks": ["agreement"], "limit": EVAL_LIMIT},
+        "evals": {"tasks": ["agreement", *user_task_refs(user_tasks)], "limit": EVAL_LIMIT},
         "bench": {"requests": 6, "concurrency": 2, "prompt_tokens": 32, "output_tokens": 12, "warmup_requests": 1},
         "divergence": {"text": "stdlib:difflib", "windows": 2, "window_tokens": 256},
         "slo": {"ttft_p95_ms": 20000},
@@ -103,21 +103,47 @@ def test_manifests_describe_what_the_files_hold(artifacts, report):
 def test_evals_are_per_sample_and_probe_checked(artifacts, report):
     for name, _ in VARIANTS:
         row = _row(report, name)
-        acc = row["accuracy"]["agreement"]
-        assert 0.0 <= acc <= 1.0
-        evals_dirs = [p for p in (artifacts / "evals").iterdir() if (p / "result.json").is_file()]
-        results = [json.loads((p / "result.json").read_text()) for p in evals_dirs]
-        assert len(results) == len(VARIANTS)
-    for folder in (p for p in (artifacts / "evals").iterdir() if p.is_dir() and not p.name.startswith(".")):
+        assert 0.0 <= row["score"]["agreement"] <= 1.0
+    folders = [p for p in (artifacts / "evals").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(folders) == len(VARIANTS)
+    for folder in folders:
         result = json.loads((folder / "result.json").read_text())
         assert result["alignment"]["passed"] is True
-        samples = (folder / result["tasks"]["agreement"]["samples_file"]).read_text().splitlines()
-        assert len(samples) == EVAL_LIMIT
-        correct = [json.loads(line)["correct"] for line in samples]
-        assert abs(sum(correct) / EVAL_LIMIT - result["tasks"]["agreement"]["acc"]) < 1e-9
+        items = [json.loads(line) for line in (folder / result["tasks"]["agreement"]["samples_file"]).read_text().splitlines()]
+        assert len(items) == EVAL_LIMIT and result["tasks"]["agreement"]["metric"] == "acc"
+        assert abs(sum(i["value"] for i in items) / EVAL_LIMIT - result["tasks"]["agreement"]["value"]) < 1e-9
+        assert all(i["n_choices"] == 2 and i["choice"] in (0, 1) and i["gold"] in (0, 1) for i in items)
         assert (folder / "server.log").is_file()
     ref = _row(report, "f16")
     assert ref["delta"]["agreement"] == 0.0
+
+
+def test_a_users_task_folder_outside_the_repository_is_gated_like_a_bundled_set(report):
+    """qg_length's right answer is always the shortest, which summed log-probabilities prefer even
+    on a random model: informative, so it decides; agreement on a random model cannot tell."""
+    assert report["tasks"] == ["agreement", "qg_length", "qg_echo", "echo-chat"]
+    assert report["metrics"]["qg_length"] == "acc" and report["metrics"]["qg_echo"] == "exact_match"
+    ref = _row(report, "f16")
+    assert ref["score"]["qg_length"] >= 0.9 and "qg_length" not in ref["uninformative"]
+    for name, _ in VARIANTS[1:]:
+        assert "qg_length" in _row(report, name)["delta_upper"]  # compared item by item
+        assert "qg_echo" not in _row(report, name)["delta_upper"]  # uninformative: reported, not gated
+    assert "qg_echo" in ref["uninformative"] and "uninformative" in ref["uninformative"]["qg_echo"]
+
+
+def test_generative_tasks_run_through_the_server_with_and_without_the_chat_template(artifacts, report):
+    folder = artifacts / "evals" / next(p.name for p in (artifacts / "evals").iterdir()
+                                         if (p / "result.json").is_file())
+    result = json.loads((folder / "result.json").read_text())
+    for label in ("qg_echo", "echo-chat"):
+        items = [json.loads(line) for line in (folder / result["tasks"][label]["samples_file"]).read_text().splitlines()]
+        assert len(items) == len(WORDS) and all(i["value"] in (0.0, 1.0) and "response" in i for i in items)
+        assert sorted(i["target"].strip() for i in items) == sorted(WORDS)
+    # lm-eval's own files, as its CLI writes them: the chat prompts went through the GGUF's template
+    plain = next((folder / "lm-eval" / "qg_echo").rglob("samples_qg_echo_*.jsonl")).read_text()
+    chat = next((folder / "lm-eval" / "echo-chat").rglob("samples_qg_echo_*.jsonl")).read_text()
+    assert "<|im_start|>" in chat and "<|im_start|>" not in plain
+    assert list((folder / "lm-eval" / "qg_echo").rglob("results_*.json"))
 
 
 def test_divergence_is_zero_for_the_reference_and_grows_with_compression(report):
@@ -157,7 +183,8 @@ def test_mlflow_holds_parent_children_and_champion(artifacts, report):
     assert len(parents) == 1 and len(children) == len(VARIANTS)
     child = next(r for r in children if r.info.run_name == "q8_0")
     assert child.data.params["type"] == "Q8_0"
-    assert "agreement.acc" in child.data.metrics and "ttft_p95_ms" in child.data.metrics
+    assert "agreement.acc" in child.data.metrics and "qg_echo.exact_match" in child.data.metrics
+    assert "ttft_p95_ms" in child.data.metrics
     assert child.data.tags["verdict"] in {"pass", "fail"}
     artifact_paths = {f.path for f in client.list_artifacts(child.info.run_id)}
     assert {"artifact", "evals", "bench"} <= artifact_paths

@@ -16,7 +16,7 @@ import yaml
 
 from pipeline import compat, specs
 from pipeline.settings import Settings
-from tests.integration.conftest import quantgate
+from tests.integration.conftest import WORDS, quantgate, user_task_refs
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ def artifacts(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def recipe_path(tmp_path_factory, tiny_model) -> Path:
+def recipe_path(tmp_path_factory, tiny_model, user_tasks) -> Path:
     folder = tmp_path_factory.mktemp("recipe-vllm")
     recipe = {
         "name": "tiny-vllm",
@@ -55,11 +55,11 @@ def recipe_path(tmp_path_factory, tiny_model) -> Path:
         + [{"name": name(scheme), "kind": scheme} for scheme in SCHEMES],
         "engines": {"vllm": {"max_model_len": 512, "max_num_seqs": 4, "cpu_kv_cache_gib": 1}},
         "calibration": {"source": "builtin", "samples": 8, "max_seq_len": 64},
-        "evals": {"tasks": ["agreement"], "limit": EVAL_LIMIT},
+        "evals": {"tasks": ["agreement", *user_task_refs(user_tasks)], "limit": EVAL_LIMIT},
         "bench": {"requests": 4, "concurrency": 2, "prompt_tokens": 32, "output_tokens": 8},
         "slo": {"ttft_p95_ms": 60000},
         "divergence": {"windows": 2, "window_tokens": DIVERGENCE_TOKENS},
-        "gates": {"max_accuracy_drop": 0.5, "bootstrap_iters": 1000, "max_kld": 5.0, "max_flip_rate": 1.0},
+        "gates": {"max_accuracy_drop": 0.1, "bootstrap_iters": 1000, "max_kld": 5.0, "max_flip_rate": 1.0},
         "hardware": {"name": "ci", "usd_per_hour": 0.1},
         "tracking": {"experiment": "quantgate-vllm-test", "registered_model": "tiny-vllm"},
     }
@@ -148,7 +148,7 @@ def test_every_variant_that_runs_here_serves_evaluates_and_benchmarks(run, runs_
         assert reason.startswith("not run on this host:") and f"does not run on {host[0]} ({host[1]})" in reason
         return
     assert row["bench"]["errors"] == 0 and row["bench"]["mean_output_tokens"] == 8
-    assert row["accuracy"]["agreement"] is not None
+    assert row["score"]["agreement"] is not None and row["score"]["qg_echo"] is not None
     assert not any("eval failed" in reason for reason in row["reasons"]), row["reasons"]
 
 
@@ -219,3 +219,56 @@ def test_measured_compatibility_table_matches_this_host(run, runs_here, host, ar
                                   json={"model": server.served_model, "prompt": "Hello", "max_tokens": 4})
             response.raise_for_status()
     assert found.fails_with in log_path.read_text()
+
+
+def test_generative_and_chat_tasks_run_through_the_served_model(run, artifacts):
+    _, report = run
+    row = _row(report, "bf16")
+    assert report["metrics"]["qg_echo"] == "exact_match" and row["score"]["qg_length"] >= 0.9
+    folder = next(p for p in (artifacts / "evals").iterdir() if (p / "result.json").is_file()
+                  and json.loads((p / "result.json").read_text())["tasks"])
+    result = json.loads((folder / "result.json").read_text())
+    items = [json.loads(line) for line in (folder / result["tasks"]["echo-chat"]["samples_file"]).read_text().splitlines()]
+    assert len(items) == len(WORDS) and all("response" in i for i in items)
+    chat = next((folder / "lm-eval" / "echo-chat").rglob("samples_qg_echo_*.jsonl")).read_text()
+    assert "<|im_start|>" in chat  # rendered with the served model's own chat template
+
+
+def test_lm_eval_run_by_hand_scores_the_same_items(run, artifacts, tmp_path):
+    """The pipeline's per-item results are lm-eval's: the CLI, run by hand from the repository root
+    against the same served reference (the README's command), gives the same loglikelihoods."""
+    import subprocess
+
+    from pipeline.engines.vllm import VLLMEngineConfig
+    from pipeline.quantize import Artifact
+    from pipeline.settings import REPO_ROOT
+    from pipeline.toolenv import tool_env
+
+    _, report = run
+    row = _row(report, "bf16")
+    folder = artifacts / "variants" / row["artifact_key"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    ours = next(p for p in (artifacts / "evals").iterdir() if (p / "result.json").is_file()
+                and (p / "server.log").is_file() and f"variants/{row['artifact_key']}/model" in (p / "server.log").read_text())
+    result = json.loads((ours / "result.json").read_text())
+    pipeline_items = [json.loads(line) for line in (ours / result["tasks"]["agreement"]["samples_file"]).read_text().splitlines()]
+    env = tool_env("vllm", Settings().envs)
+    artifact = Artifact("bf16", manifest["key"], folder, folder / "model", manifest, cached=True)
+    with specs.engine("vllm").make(artifact=artifact, config=VLLMEngineConfig(max_model_len=512, max_num_seqs=4),
+                                   env=env, artifacts_root=artifacts, log_path=tmp_path / "server.log") as server:
+        command = [str(env.root / "bin" / "lm-eval"), "run", "--model", "local-completions", "--model_args",
+                   f"model={server.served_model},base_url={server.base_url}/v1/completions,tokenizer_backend=huggingface,"
+                   f"tokenizer={artifact.model_path},tokenized_requests=False,num_concurrent=1,max_length=512",
+                   "--tasks", "qg_agreement", "--include_path", "evalsets/agreement", "--limit", str(EVAL_LIMIT),
+                   "--log_samples", "--output_path", str(tmp_path / "by-hand")]
+        subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True,
+                       env=env.environ({"OPENAI_API_KEY": server.api_key}))
+    by_hand = [json.loads(line) for line in next((tmp_path / "by-hand").rglob("samples_qg_agreement_*.jsonl"))
+               .read_text().splitlines()]
+    by_hand.sort(key=lambda s: s["doc_id"])
+    assert [s["doc_id"] for s in by_hand] == [i["doc_id"] for i in pipeline_items]
+    for theirs, mine in zip(by_hand, pipeline_items):
+        lls = [float(r[0]) for r in theirs["filtered_resps"]]
+        assert lls == pytest.approx(mine["loglikelihoods"], abs=0.02), theirs["doc_id"]  # batching: bf16 noise
+        if abs(lls[0] - lls[1]) > 0.05:  # not a near-tie: the same answer
+            assert float(theirs["acc"]) == mine["value"], theirs["doc_id"]

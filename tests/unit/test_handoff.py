@@ -11,12 +11,13 @@ import pytest
 
 from pipeline.toolenv import ToolEnv, ToolFailed
 from pipeline.workers import handoff, messages
-from pipeline.workers.messages import (AlignmentSummary, EvalOutput, EvalRequest, GGUFFile, GGUFTensor, Modifier,
-                                       OneshotRequest, TaskScore)
+from pipeline.workers.messages import (AlignmentSummary, EvalOutput, EvalRequest, EvalTask, GGUFFile, GGUFTensor,
+                                       Modifier, OneshotRequest, TaskScore)
 from tests.unit.handoff_worker import Echoed, EchoRequest
 
+TASK = EvalTask(label="a", spec="qg_a", include_path="/t", cwd="/", subtasks=["qg_a"], metric="acc", filter="none")
 EVAL = EvalRequest(model_path="/m", base_url="http://127.0.0.1:1", api_key="k", served_model="v", out="/o",
-                   tasks=["a"], include_path="/t", limit=None, max_context=1024, threads=2, concurrency=4)
+                   tasks=[TASK], max_context=1024, threads=2, concurrency=4)
 
 
 def test_every_request_declares_a_result_type_that_is_a_message():
@@ -30,7 +31,8 @@ def test_every_request_declares_a_result_type_that_is_a_message():
 def test_nested_messages_round_trip():
     output = EvalOutput(alignment=AlignmentSummary(passed=True, n=12, median_abs_diff=0.01, max_abs_diff=0.2,
                                                    confident_mismatches=0, near_tie_flips=1, reason=""),
-                        tasks={"agreement": TaskScore(acc=0.9, n=600, samples_file="s.jsonl")}, seconds=3)
+                        tasks={"agreement": TaskScore(value=0.9, metric="acc", n=600, samples_file="s.jsonl")},
+                        seconds=3)
     back = handoff.decode(handoff.encode(output), EvalOutput)
     assert back == output and isinstance(back.tasks["agreement"], TaskScore) and isinstance(back.seconds, float)
     gguf = GGUFFile(file_bytes=1, n_params=2, tensor_bytes=1, bits_per_weight=None, tensor_type_counts={"F16": 1},
@@ -47,9 +49,10 @@ def test_nested_messages_round_trip():
     (lambda f: f.update(threads="2"), "EvalRequest.threads: '2' is not int"),
     (lambda f: f.update(threads=True), "EvalRequest.threads: True is not int"),
     (lambda f: f.update(tasks="agreement"), "EvalRequest.tasks"),
-    (lambda f: f.update(tasks=["a", 3]), "EvalRequest.tasks[1]: 3 is not str"),
+    (lambda f: f["tasks"][0].update(limit="all"), "EvalRequest.tasks[0].limit: 'all' is not"),
+    (lambda f: f["tasks"][0].update(subtasks=["a", 3]), "EvalRequest.tasks[0].subtasks[1]: 3 is not str"),
     (lambda f: f.update(model_path=None), "EvalRequest.model_path: None is not str"),
-], ids=["missing", "unknown", "str-for-int", "bool-for-int", "str-for-list", "item-type", "none"])
+], ids=["missing", "unknown", "str-for-int", "bool-for-int", "str-for-list", "nested", "item-type", "none"])
 def test_a_message_that_drifted_fails_naming_class_and_field(change, says):
     data = handoff.encode(EVAL)
     change(data["fields"])
@@ -59,8 +62,8 @@ def test_a_message_that_drifted_fails_naming_class_and_field(change, says):
 
 
 def test_the_sender_checks_too():
-    with pytest.raises(handoff.HandoffError, match="EvalRequest.limit: 'all' is not"):
-        handoff.encode(dataclasses.replace(EVAL, limit="all"))
+    with pytest.raises(handoff.HandoffError, match="EvalTask.limit: 'all' is not"):
+        handoff.encode(dataclasses.replace(EVAL, tasks=[dataclasses.replace(TASK, limit="all")]))
 
 
 def test_a_message_of_another_type_is_refused():

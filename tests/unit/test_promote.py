@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 
 from pipeline.measure.stats import PairedComparison
-from pipeline.promote import SELF_CHECK_KLD, VariantEvidence, decide
+from pipeline.promote import SELF_CHECK_KLD, TaskItems, VariantEvidence, decide
 from pipeline.recipe.schema import SLO, Gates, Hardware
 from tests.unit.paired_items import flipped
 
@@ -52,9 +52,12 @@ PARITY_OK = {"mean_abs_diff": 0.02, "max_abs_diff": 0.2, "limit": 0.1, "n": 255}
 
 
 def ev(name: str, r2w: int = 0, w2r: int = 0, tok_s: float = 50.0, reference: bool = False,
-       engine: str = "llamacpp", **changes) -> VariantEvidence:
+       engine: str = "llamacpp", correct: dict[str, list] | None = None, **changes) -> VariantEvidence:
+    """Evidence for one variant; `correct` gives per-item values by task (default: `agreement` with flips)."""
+    correct = {"agreement": flipped(REF, r2w, w2r)} if correct is None else correct
     base = VariantEvidence(name=name, engine=engine, is_reference=reference,
-                           correct={"agreement": flipped(REF, r2w, w2r)}, alignment_passed=True, eval_error=None,
+                           tasks={task: TaskItems(metric="acc", values=values) for task, values in correct.items()},
+                           alignment_passed=True, eval_error=None,
                            bench=bench(tok_s), divergence=div(0.0, 0.0) if reference else div(),
                            parity=PARITY_OK if reference else None)
     return replace(base, **changes)
@@ -365,13 +368,13 @@ def test_zero_or_nan_throughput_has_no_cost():
     assert decision.winner == "f16"
 
 
-@pytest.mark.parametrize("bad", [None, math.nan, 2, 0.5])
-def test_a_non_binary_item_fails_closed(bad):
+@pytest.mark.parametrize("bad", [None, math.nan, math.inf, "1"])
+def test_an_item_that_is_not_a_finite_number_fails_closed(bad):
     broken = list(REF)
     broken[0] = bad
     decision = run([ev("f16", reference=True, tok_s=10.0), ev("q4", tok_s=100.0, correct={"agreement": broken})])
     assert not verdict(decision, "q4").passed
-    assert any("other than 0/1" in r for r in verdict(decision, "q4").reasons)
+    assert any("not finite numbers" in r for r in verdict(decision, "q4").reasons)
 
 
 def test_reference_missing_a_task_fails_its_variants():
@@ -450,3 +453,45 @@ def test_missing_engine_parity_fails_closed(parity, error):
     assert any("engine check missing" in r for r in reasons)
     if error:
         assert any(error in r for r in reasons)
+
+
+# --- tasks that cannot tell variants apart ------------------------------------------------------------------------
+
+BALANCED = [0, 1] * 500
+
+
+def choice_items(choices: list[int]) -> TaskItems:
+    return TaskItems(metric="acc", values=[float(g == c) for g, c in zip(BALANCED, choices)], gold=BALANCED,
+                     choice=choices, n_choices=[2] * len(BALANCED))
+
+
+def test_a_task_at_its_floor_is_reported_and_never_gated_on():
+    """The reference answers option 0 every time (0.500 on a balanced task), and so does a damaged
+    variant: "no drop" there is no evidence. Only the informative task decides."""
+    always_a = choice_items([0] * 1000)
+    evidence = [ev("f16", reference=True, tok_s=10.0), ev("q2", tok_s=90.0, r2w=60), ev("q8", tok_s=50.0)]
+    evidence = [replace(e, tasks={**e.tasks, "coin": always_a}) for e in evidence]
+    decision = run(evidence, tasks=["agreement", "coin"])
+    q2, q8 = verdict(decision, "q2"), verdict(decision, "q8")
+    assert not q2.informative["coin"].informative and "coin" not in q2.comparisons
+    assert not any(c.name.startswith("coin") for c in q2.checks)
+    assert not q2.passed and any("agreement" in r for r in q2.reasons)  # failed on the task that can tell
+    assert q8.passed and decision.winner == "q8"
+
+
+def test_with_no_informative_task_nothing_is_promoted_on_task_evidence():
+    always_a = choice_items([0] * 1000)
+    evidence = [replace(e, tasks={"coin": always_a}) for e in
+                [ev("f16", reference=True, tok_s=10.0), ev("q2", tok_s=90.0)]]
+    decision = run(evidence, tasks=["coin"])
+    assert decision.winner is None
+    for name in ("f16", "q2"):
+        [reason] = verdict(decision, name).reasons
+        assert "no task can tell variants apart" in reason and "answers option 0 for 100%" in reason
+
+
+def test_a_per_task_tolerance_applies_to_its_task():
+    evidence = [ev("f16", reference=True, tok_s=10.0), ev("q4", r2w=40)]  # a 4-point drop
+    assert not run(evidence).verdicts[1].passed
+    loose = decide(evidence, TASKS, GATES, SLO_3S, HW, tolerances={"agreement": 0.10})
+    assert verdict(loose, "q4").passed and verdict(loose, "q4").checks[0].limit == 0.10

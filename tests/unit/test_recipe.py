@@ -13,7 +13,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from pipeline.measure.evals import available_evalsets
+from pipeline.measure.tasks import available_evalsets
 from pipeline.quantize.gguf import GGUF_TYPES
 from pipeline.recipe.load import load_recipe
 from pipeline.recipe.messages import RecipeError
@@ -263,10 +263,24 @@ def test_duplicate_variant_names(tmp_path):
     assert "variants[2].name" in message and "'q8_0'" in message and "twice" in message
 
 
-def test_unknown_eval_task_lists_the_available_ones(tmp_path):
-    path = write_recipe(tmp_path, demo_with(lambda d: d["evals"].update(tasks=["agreemnt"])))
+def test_unknown_eval_task_lists_the_available_ones(tmp_path, monkeypatch):
+    """A name that is no bundled set goes to lm-eval's index (tests/integration/test_tasks.py asks the
+    real one); here it knows nothing close, so the closest bundled set is suggested."""
+    from pipeline.measure import tasks
+    from pipeline.workers.messages import TaskInfo
+
+    asked = []
+
+    def registry_without_it(queries, engines, envs_root):
+        asked.extend(q.task for q in queries)
+        return [TaskInfo(index=q.index, error=f"unknown task {q.task!r} in lm-eval's task registry", kind="task",
+                         spec="", include_path=None, cwd="", subtasks=[]) for q in queries]
+
+    monkeypatch.setattr(tasks, "_lookup", registry_without_it)
+    path = write_recipe(tmp_path, demo_with(lambda d: d["evals"].update(tasks=["agreemnt", "morphology"])))
     message = recipe_error(path)
-    assert "evals.tasks" in message and "'agreemnt'" in message
+    assert asked == ["agreemnt"]  # bundled sets are read here, never looked up
+    assert "evals.tasks[0].task: unknown task 'agreemnt'" in message
     assert "Did you mean 'agreement'?" in message
     assert available_evalsets() and all(name in message for name in available_evalsets())
 

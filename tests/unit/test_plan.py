@@ -17,9 +17,10 @@ from pipeline.plan import Plan, make_plan
 from pipeline.quantize import STAGE as VARIANTS_STAGE
 from pipeline.recipe.load import load_recipe
 from pipeline.settings import Settings
+from tests.unit.demo import demo_recipe
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO = yaml.safe_load((REPO / "recipes" / "demo.yaml").read_text())
+DEMO = demo_recipe()
 
 
 @pytest.fixture

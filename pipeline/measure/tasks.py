@@ -175,7 +175,11 @@ def _check(ref: TaskRef, info: TaskInfo, where: str, chat_template: bool | None,
         errors.append((where, f"{info.spec!r} is a {info.kind} with no tasks in it"))
         return None
     types = sorted({s.output_type for s in info.subtasks})
-    if len(types) > 1 or types[0] not in SUPPORTED_TYPES:
+    if len(types) > 1:
+        errors.append((where, f"{info.spec} mixes output types ({', '.join(types)}): one metric cannot gate them"
+                              " together; name its members as separate tasks"))
+        return None
+    if types[0] not in SUPPORTED_TYPES:
         errors.append((where, f"{info.spec}: output type {'/'.join(types)} is not supported"
                               f" (supported: {', '.join(SUPPORTED_TYPES)})"))
         return None
@@ -195,6 +199,10 @@ def _check(ref: TaskRef, info: TaskInfo, where: str, chat_template: bool | None,
                                               f" {chosen!r} is not one of them"))
             break
     for sub in info.subtasks:
+        if sub.data == "missing":
+            errors.append((where, f"{sub.name}: {sub.data_detail}; a task's data_files are relative to its own"
+                                  " folder (the demo's public benchmark data comes with `make setup`)"))
+            break
         if sub.data == "needs-hub":
             errors.append((where, f"{sub.name} needs the Hugging Face hub, which this run cannot reach"
                                   f" (HF_DATASETS_OFFLINE): {sub.data_detail}; point a task YAML at local data"

@@ -18,7 +18,7 @@ from pipeline.workers.messages import SubtaskInfo, TaskInfo, TaskLookup, TaskLoo
 
 
 def data_availability(cfg: dict[str, Any], cwd: str) -> tuple[str, str, list[str]]:
-    """(local | cached | needs-hub | custom, detail, local data files) for a task config, offline."""
+    """(local | cached | missing | needs-hub | custom, detail, local data files) for a task config, offline."""
     from datasets import config as datasets_config
     from datasets.naming import camelcase_to_snakecase
     from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
@@ -37,7 +37,9 @@ def data_availability(cfg: dict[str, Any], cwd: str) -> tuple[str, str, list[str
         missing = [f for f in flat if "://" in f or not glob.glob(os.path.join(cwd, os.path.expanduser(f)))]
         if flat and not missing:
             return "local", ", ".join(flat), sorted(found)
-        return "needs-hub", f"data files not found: {', '.join(missing) or 'none given'} (relative to {cwd})", []
+        if any("://" in f for f in missing):
+            return "needs-hub", f"data files on the network: {', '.join(missing)}", []
+        return "missing", f"data files not found: {', '.join(missing) or 'none given'} (relative to {cwd})", []
     if os.path.isdir(os.path.join(cwd, path)):
         return "local", path, []
     # mirrors datasets' CachedDatasetModuleFactory: what load_dataset finds offline
@@ -64,6 +66,18 @@ def subtask(name: str, cfg: dict[str, Any], yaml_path: Path | None, cwd: str) ->
                        filters=filters, data=data, data_detail=detail, files=config_files + data_files)
 
 
+def _with_include(member: dict[str, Any], group_yaml: Path | None) -> dict[str, Any]:
+    """An inline member's config with its `include:` merged under it (its own keys win), as lm-eval
+    builds it; the include is relative to the group's YAML."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    include = member.get("include")
+    if not include or group_yaml is None:
+        return member
+    base = load_yaml(Path(group_yaml).parent / include, resolve_func=False)
+    return {**base, **{k: v for k, v in member.items() if k != "include"}}
+
+
 def _members(manager: Any, name: str, cwd: str, seen: set[str]) -> list[SubtaskInfo]:
     """The tasks a name stands for: itself, or a group's or tag's members (recursively)."""
     from lm_eval.tasks._index import Kind
@@ -78,7 +92,8 @@ def _members(manager: Any, name: str, cwd: str, seen: set[str]) -> list[SubtaskI
     out = []
     for member in members if isinstance(members, list) else [members]:
         if isinstance(member, dict):  # an inline task config inside the group
-            out.append(subtask(member.get("task", "?"), member, entry.yaml_path, cwd))
+            config = _with_include(member, entry.yaml_path)
+            out.append(subtask(config.get("task", "?"), config, entry.yaml_path, cwd))
         elif member in manager.task_index:
             out += _members(manager, member, cwd, seen)
     return out

@@ -80,3 +80,23 @@ def test_a_chat_template_asked_of_a_model_without_one_is_refused(tmp_path, tiny_
         load_recipe(write(tmp_path, bare, [{"path": str(user_tasks / "echo.yaml"), "apply_chat_template": True}]))
     assert "evals.tasks[0].apply_chat_template: the model has no chat template" in str(info.value)
     load_recipe(write(tmp_path, tiny_model, [{"path": str(user_tasks / "echo.yaml"), "apply_chat_template": True}]))
+
+
+def test_a_group_is_gated_per_member_or_pooled_as_the_recipe_says(tmp_path, tiny_model, user_tasks, llamacpp):
+    folder = tmp_path / "grouped"
+    folder.mkdir()
+    for item in user_tasks.iterdir():
+        (folder / item.name).symlink_to(item)
+    (folder / "both.yaml").write_text("group: qg_both\ntask: [qg_length, qg_echo]\n")
+    (folder / "lengths.yaml").write_text("group: qg_lengths\ntask:\n  - qg_length\n"
+                                         "  - {task: qg_length_again, include: length.yaml}\n")
+    recipe = load_recipe(write(tmp_path, tiny_model, [
+        {"path": str(folder), "task": "qg_lengths"},
+        {"path": str(folder), "task": "qg_lengths", "name": "pooled", "gate": "aggregate"}]))
+    members, pooled = tasks.resolve(recipe.evals, recipe.engines_used(), Settings().envs)
+    assert members.info.kind == "group" and [s.name for s in members.info.subtasks] == ["qg_length", "qg_length_again"]
+    assert members.gated_labels() == ["qg_lengths/qg_length", "qg_lengths/qg_length_again"]
+    assert pooled.gated_labels() == ["pooled"]
+    with pytest.raises(Exception) as info:  # a group mixing choice and generated answers has no one metric
+        load_recipe(write(tmp_path, tiny_model, [{"path": str(folder), "task": "qg_both"}]))
+    assert "evals.tasks[0]: qg_both mixes output types (generate_until, multiple_choice)" in str(info.value)

@@ -170,16 +170,24 @@ class TaskRef(Strict):
         return self.name or self.task or (self.path.stem if self.path else "task")
 
 
+def first_repeat(names: list[str]) -> tuple[int, str] | None:
+    """(index, name) of the first name that appeared before it, for errors that point at it."""
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            return i, name
+        seen.add(name)
+    return None
+
+
 class EvalsConfig(Strict):
     tasks: list[TaskRef] = Field(min_length=1, description="task references (see TaskRef)")
     limit: int | None = Field(None, ge=1, description="items per task (None: all)")
 
     @model_validator(mode="after")
     def _labels_unique(self) -> "EvalsConfig":
-        labels = [t.label for t in self.tasks]
-        for i, label in enumerate(labels):
-            if label in labels[:i]:
-                raise ValueError(f"evals.tasks[{i}]: {label!r} is named twice; give one a `name`")
+        if repeat := first_repeat(self.labels()):
+            raise ValueError(f"evals.tasks[{repeat[0]}]: {repeat[1]!r} is named twice; give one a `name`")
         return self
 
     def labels(self) -> list[str]:
@@ -280,10 +288,8 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _variants_consistent(self) -> "Recipe":
-        names = [v.name for v in self.variants]
-        for i, name in enumerate(names):
-            if name in names[:i]:
-                raise ValueError(f"variants[{i}].name: {name!r} is used twice; names must be unique")
+        if repeat := first_repeat([v.name for v in self.variants]):
+            raise ValueError(f"variants[{repeat[0]}].name: {repeat[1]!r} is used twice; names must be unique")
         known = sorted(spec.name for spec in specs.engines())
         for i, variant in enumerate(self.variants):
             if variant.engine not in known:

@@ -16,3 +16,16 @@ def demo_recipe() -> dict[str, Any]:
     data = yaml.safe_load((REPO / "recipes" / "demo.yaml").read_text())
     data["evals"]["tasks"] = [t for t in data["evals"]["tasks"] if isinstance(t, str)]
     return data
+
+
+def stand_in_model(folder: Path) -> Path:
+    """A model folder with a Llama config and a dummy weights file: enough for recipe checks and
+    plan keys, which read shapes and hash files but load nothing."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+                                                    "intermediate_size": 128, "num_hidden_layers": 2,
+                                                    "num_attention_heads": 4}))
+    (folder / "model.safetensors").write_bytes(b"\0" * 64)
+    return folder

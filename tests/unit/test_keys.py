@@ -4,7 +4,6 @@ each changing exactly the keys it can affect (and only for the engine it belongs
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,7 +14,7 @@ from pipeline.measure.keys import keys_for
 from pipeline.plan import make_plan
 from pipeline.recipe.load import load_recipe
 from pipeline.settings import Settings
-from tests.unit.demo import demo_recipe
+from tests.unit.demo import demo_recipe, stand_in_model
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = demo_recipe()
@@ -40,12 +39,7 @@ def setting(tmp_path) -> Settings:
 
 @pytest.fixture
 def all_keys(tmp_path, setting) -> Callable[..., dict[str, dict[str, str | None]]]:
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
-                                                   "intermediate_size": 128, "num_hidden_layers": 2,
-                                                   "num_attention_heads": 4}))
-    (model / "model.safetensors").write_bytes(b"\0" * 64)
+    model = stand_in_model(tmp_path / "model")
     counter = iter(range(1000))
 
     def make(change: Callable[[dict[str, Any]], None] = lambda d: None) -> dict[str, dict[str, str | None]]:

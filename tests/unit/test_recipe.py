@@ -357,3 +357,10 @@ def test_cli_unknown_key_inside_a_variant_exits_2(tmp_path):
     result = _quantgate(["validate", str(path)], cwd=tmp_path)
     assert "Traceback" not in result.stdout + result.stderr
     assert result.returncode == 2 and "variants[1].typ" in result.stderr
+
+
+def test_a_task_named_twice_points_at_the_second(tmp_path):
+    path = write_recipe(tmp_path, demo_with(lambda d: d["evals"].update(tasks=["agreement", "morphology",
+                                                                              {"task": "sentiment", "name": "agreement"}])))
+    message = recipe_error(path)
+    assert "evals.tasks[2]: 'agreement' is named twice; give one a `name`" in message

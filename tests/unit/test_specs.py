@@ -4,7 +4,6 @@ known ones. (The fakes below only declare specs; no stage runs.)"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -20,6 +19,7 @@ from pipeline.recipe.load import load_recipe
 from pipeline.recipe.messages import RecipeError
 from pipeline.recipe.schema import EngineConfig, VariantConfig
 from pipeline.settings import Settings
+from tests.unit.demo import stand_in_model
 
 
 class Int3Variant(VariantConfig):
@@ -61,13 +61,7 @@ BLOBD = specs.EngineSpec(name="blobd", formats=frozenset({"int3-blob"}), env="bl
 
 @pytest.fixture
 def model_dir(tmp_path) -> Path:
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
-                                                    "intermediate_size": 128, "num_hidden_layers": 2,
-                                                    "num_attention_heads": 4}))
-    (folder / "model.safetensors").write_bytes(b"\0" * 64)
-    return folder
+    return stand_in_model(tmp_path / "model")
 
 
 def recipe_file(tmp_path: Path, variants: list[dict], **sections) -> Path:

@@ -6,6 +6,7 @@ LLAMACPP_ENV := .venvs/llamacpp
 VLLM_ENV := .venvs/vllm
 LLMCOMPRESSOR_ENV := .venvs/llmcompressor
 TRANSFORMERS_ENV := .venvs/transformers
+GUIDELLM_ENV := .venvs/guidellm
 QG := $(VENV)/bin/quantgate
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
@@ -24,7 +25,7 @@ help:
 TASK_DATA := demo-tasks/arc_easy/data/ARC-Easy-validation.arrow
 
 setup: $(VENV)/.installed $(TRANSFORMERS_ENV)/.installed $(LLAMACPP_ENV)/.installed $(VLLM_ENV)/.installed \
-  $(LLMCOMPRESSOR_ENV)/.installed $(TASK_DATA)
+  $(LLMCOMPRESSOR_ENV)/.installed $(GUIDELLM_ENV)/.installed $(TASK_DATA)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +52,10 @@ $(LLMCOMPRESSOR_ENV)/.installed: requirements/llmcompressor.txt scripts/setup_pi
 
 $(TRANSFORMERS_ENV)/.installed: requirements/transformers.txt scripts/setup_pip_env.sh
 	PYTHON=$(PYTHON) bash scripts/setup_pip_env.sh transformers $(TRANSFORMERS_ENV) transformers
+	touch $@
+
+$(GUIDELLM_ENV)/.installed: requirements/guidellm.txt scripts/setup_pip_env.sh
+	PYTHON=$(PYTHON) bash scripts/setup_pip_env.sh guidellm $(GUIDELLM_ENV) guidellm
 	touch $@
 
 demo: setup

@@ -56,12 +56,12 @@ def plan(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> None:
     for warning in planned.warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}", markup=True, soft_wrap=True)
     table = Table(title=f"plan for {recipe} (recipe {planned.recipe_hash})")
-    for column in ("variant", "engine", "quantization", "artifact key", "quantize", "evals", "bench"):
+    for column in ("variant", "engine", "quantization", "artifact key", "quantize", "evals", "load"):
         table.add_column(column)
     state = {True: "[green]cached[/]", False: "[yellow]to do[/]"}
     for v in planned.variants:
         params = " ".join(f"{k}={val}" for k, val in v.params.items() if k != "kind")
-        stages = [state[v.quantize_cached], state[v.eval_cached], state[v.bench_cached]]
+        stages = [state[v.quantize_cached], state[v.eval_cached], state[v.load_cached]]
         table.add_row(v.name + (" (ref)" if v.reference else ""), v.engine, escape(f"{v.kind} {params}"),
                       v.artifact_key, *(["[red]not run here[/]"] * 3 if v.refused else stages))
     console.print(table)
@@ -134,8 +134,8 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> None:
 
 
 def print_summary(outcome) -> None:
-    report, slo = outcome.report, outcome.recipe.slo
-    table = Table(title=f"{report.recipe}: variants vs reference (SLO p95 TTFT ≤ {slo.ttft_p95_ms} ms)")
+    report, recipe = outcome.report, outcome.recipe
+    table = Table(title=f"{report.recipe}: variants vs reference")
     table.add_column("variant")
     table.add_column("engine")
     table.add_column("bits/w", justify="right")
@@ -143,10 +143,10 @@ def print_summary(outcome) -> None:
     for task in report.tasks:
         table.add_column(f"{task} {report.metrics.get(task, 'score')}", justify="right")
         table.add_column("Δ (bound)", justify="right")
-    for column in ("KLD", "flips", "p95 TTFT ms", "p95 ITL ms", "tok/s", "$/1M tok", "verdict"):
+    for column in ("KLD", "flips", "SLO load", "tok/s at SLO", "replicas", "$/1M tok", "verdict"):
         table.add_column(column, justify="right")
     for row in report.rows:
-        bench, div = row.bench, row.divergence
+        capacity, div = row.capacity, row.divergence
         cells = [row.variant + (" (ref)" if row.reference else ""), row.engine, _fmt(row.bits_per_weight, 2),
                  _fmt(row.file_mb, 0)]
         for task in report.tasks:
@@ -156,11 +156,14 @@ def print_summary(outcome) -> None:
             cells += [_fmt(row.score.get(task), 3) + informative,
                       delta + (f" ({_fmt(-bound, 3, signed=True)})" if bound is not None else "")]
         cells += [_fmt(div.kld_mean if div else None, 4), _fmt(div.flip_rate if div else None, 3)]
-        cells += [_fmt(bench.ttft_ms["p95"] if bench else None, 0), _fmt(bench.itl_ms["p95"] if bench else None, 0),
-                  _fmt(bench.output_tokens_per_s if bench else None, 1), _fmt(row.usd_per_1m_tokens, 3),
+        at_slo = capacity.slo_level if capacity else None
+        cells += [at_slo.label if at_slo else "–", _interval(capacity.output_tokens_per_s if capacity else None, 1),
+                  _interval(capacity.replicas if capacity else None, 0),
+                  _interval(capacity.usd_per_1m_tokens if capacity else None, 3),
                   "[bold green]PROMOTED[/]" if row.promoted else ("[green]pass[/]" if row.passed else "[red]fail[/]")]
         table.add_row(*cells)
     console.print(table)
+    print_load(report, recipe)
     for row in report.rows:
         for reason in row.reasons:
             console.print(f"  [red]✗[/] {escape(row.variant)}: {escape(reason)}")
@@ -173,6 +176,45 @@ def print_summary(outcome) -> None:
         console.print(f"[bold]registry:[/] {escape(report.registry.name)} → {escape(report.registry.note)}")
     console.print(f"MLflow: {report.tracking_uri} (parent run {report.mlflow_parent_run}); `make ui` to browse")
     console.print(f"report: {outcome.report_path}; wall time {outcome.seconds:.0f} s")
+
+
+def print_load(report, recipe) -> None:
+    """Each variant's load levels: the SLO's percentile of each objective, throughput, errors, verdict."""
+    slo = recipe.slo
+    table = Table(title=f"load sweep ({recipe.load.profile}); SLO at p{slo.percentile:g}: "
+                        + (", ".join(f"{m.removesuffix('_ms').upper()} ≤ {v:g} ms" for m, v in slo.limits().items())
+                           or "no latency objective") + f", error rate ≤ {slo.max_error_rate:g}")
+    for column in ("variant", "level", "requests", "errors"):
+        table.add_column(column, justify="right")
+    for metric in ("ttft_ms", "tpot_ms", "e2e_ms"):
+        table.add_column(f"p{slo.percentile:g} {metric.removesuffix('_ms').upper()} ms", justify="right")
+    for column in ("tok/s", "goodput req/s", "SLO"):
+        table.add_column(column, justify="right")
+    for row in report.rows:
+        verdicts = {v.level: v for v in row.capacity.levels} if row.capacity else {}
+        for level in row.load:
+            verdict = verdicts.get(level.level)
+            errors = ", ".join(f"{n} {cls}" for cls, n in level.errors.items()) or "0"
+            latencies = [_fmt(_at(level, metric, slo.percentile), 0) for metric in ("ttft_ms", "tpot_ms", "e2e_ms")]
+            table.add_row(row.variant, level.label, str(level.measured), errors, *latencies,
+                          _interval(level.output_tokens_per_s, 1), _fmt(verdict.goodput_rps if verdict else None, 2),
+                          "[green]met[/]" if verdict and verdict.met else "[red]missed[/]")
+    console.print(table)
+
+
+def _at(level, metric: str, percentile: float) -> float | None:
+    """A level's latency at the SLO's percentile (the report's summaries include it)."""
+    figures = level.latency_ms.get(metric, {})
+    named = figures.get(f"p{percentile:g}")
+    return named.estimate if named else None
+
+
+def _interval(interval, digits: int) -> str:
+    if interval is None:
+        return "–"
+    if interval.low is None or interval.high is None:
+        return f"{_fmt(interval.estimate, digits)} (unbounded)"
+    return f"{_fmt(interval.estimate, digits)} [{_fmt(interval.low, digits)}–{_fmt(interval.high, digits)}]"
 
 
 def _fmt(value, digits: int, signed: bool = False) -> str:

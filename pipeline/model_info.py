@@ -28,6 +28,7 @@ class ModelInfo:
     num_layers: int
     head_dim: int
     chat_template: bool | None = None  # whether the tokenizer carries one (None: not known)
+    kv_heads: int | None = None  # key/value heads (grouped-query attention); None: not known
 
     def linear_widths(self) -> dict[str, int]:
         """Input width of each kind of Linear (what a weight group spans)."""
@@ -60,7 +61,8 @@ def from_config(path: Path) -> ModelInfo:
     template = (path / "chat_template.jinja").is_file() or (
         tokenizer_config.is_file() and bool(json.loads(tokenizer_config.read_text()).get("chat_template")))
     return ModelInfo(config.get("architectures", ["?"])[0], hidden, int(config.get("intermediate_size", hidden * 4)),
-                     int(config["num_hidden_layers"]), int(config.get("head_dim") or hidden // heads), template)
+                     int(config["num_hidden_layers"]), int(config.get("head_dim") or hidden // heads), template,
+                     int(config.get("num_key_value_heads") or heads))
 
 
 _GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
@@ -97,7 +99,8 @@ def from_gguf(path: Path) -> ModelInfo:
             (kind,) = struct.unpack("<I", f.read(4))
             value = read_value(kind)
             if key == "general.architecture" or key.endswith((".embedding_length", ".feed_forward_length",
-                                                              ".block_count", ".attention.head_count")):
+                                                              ".block_count", ".attention.head_count",
+                                                              ".attention.head_count_kv")):
                 wanted[key] = value
             elif key == "tokenizer.chat_template":
                 wanted[key] = bool(value)
@@ -107,7 +110,8 @@ def from_gguf(path: Path) -> ModelInfo:
     architecture = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}.get(arch, arch)
     return ModelInfo(architecture, hidden, int(wanted[f"{arch}.feed_forward_length"]),  # type: ignore[arg-type]
                      int(wanted[f"{arch}.block_count"]), hidden // heads,  # type: ignore[arg-type]
-                     bool(wanted.get("tokenizer.chat_template", False)))
+                     bool(wanted.get("tokenizer.chat_template", False)),
+                     int(wanted.get(f"{arch}.attention.head_count_kv", heads)))  # type: ignore[arg-type]
 
 
 def divisors(n: int, minimum: int = 8) -> list[int]:

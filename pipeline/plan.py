@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipeline import compat, specs
 from pipeline.artifacts import Store, content_key
-from pipeline.measure import bench, evals
+from pipeline.measure import evals, load
 from pipeline.measure.keys import keys_for
 from pipeline.quantize import STAGE as VARIANTS_STAGE
 from pipeline.quantize import quantizer_for
@@ -31,10 +31,10 @@ class PlannedVariant:
     params: dict
     artifact_key: str
     eval_key: str
-    bench_key: str
+    load_key: str
     quantize_cached: bool
     eval_cached: bool
-    bench_cached: bool
+    load_cached: bool
     refused: str | None = None  # measured not to run on this host's engine build: why
 
 
@@ -48,7 +48,7 @@ class Plan:
 
     @property
     def work_left(self) -> int:
-        return sum(not (v.refused or v.quantize_cached and v.eval_cached and v.bench_cached) for v in self.variants)
+        return sum(not (v.refused or v.quantize_cached and v.eval_cached and v.load_cached) for v in self.variants)
 
     def refused(self) -> dict[str, str]:
         return {v.name: v.refused for v in self.variants if v.refused}
@@ -65,13 +65,13 @@ def make_plan(recipe: Recipe, settings: Settings) -> Plan:
     for variant in recipe.variants:
         artifact_key = quantizer_for(variant.kind, settings.envs, recipe).key(variant, source)
         keys = keys_for(recipe, variant, artifact_key, None, settings.envs)
-        eval_key, bench_key = keys.evals, keys.bench
+        eval_key, load_key = keys.evals, keys.load
         refused, warning = engine_build_check(variant, settings.envs)
         warnings += [warning] if warning else []
         planned.append(PlannedVariant(
             variant.name, variant.kind, variant.engine, variant.reference, variant.quantize_params(),
-            artifact_key, eval_key, bench_key,
-            store.has(VARIANTS_STAGE, artifact_key), store.has(evals.STAGE, eval_key), store.has(bench.STAGE, bench_key),
+            artifact_key, eval_key, load_key,
+            store.has(VARIANTS_STAGE, artifact_key), store.has(evals.STAGE, eval_key), store.has(load.STAGE, load_key),
             refused,
         ))
     return Plan(recipe.content_hash(), source_key, source_cached, planned, tuple(warnings))
@@ -79,8 +79,8 @@ def make_plan(recipe: Recipe, settings: Settings) -> Plan:
 
 def required_envs(recipe: Recipe) -> list[str]:
     """The tool environments this recipe's run needs: transformers (model source, engine parity),
-    each variant's quantizer and each engine used."""
-    names = {TRANSFORMERS}
+    GuideLLM (the load sweep), each variant's quantizer and each engine used."""
+    names = {TRANSFORMERS, load.ENV}
     for variant in recipe.variants:
         if (env := specs.quantizer_for_kind(variant.kind).env) is not None:
             names.add(env)

@@ -8,17 +8,23 @@ blind answers score (plus the tolerance) cannot tell variants apart: it is repor
 uninformative and never gated on, and with no informative task nothing passes on task evidence.
 Every check is computed and reported before the decision; a missing, partial or non-finite
 measurement fails its check (fail closed).
+
+Cost is $ per 1M output tokens at the highest load that meets the SLO (`capacity.py`), with its
+interval: variants whose cost intervals overlap are not told apart by cost, and the recipe's
+`promotion.cost_tie_break` decides among them (the decision names the tie).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from pipeline.cost import usd_per_million_tokens
+from pipeline.capacity import Capacity
+from pipeline.measure.latency import Interval
 from pipeline.measure.stats import Informative, PairedComparison, informative, paired_drop
-from pipeline.recipe.schema import SLO, Gates, Hardware
+from pipeline.recipe.schema import Gates
+from pipeline.recipe.traffic import Promotion
 
 # Serving the reference against itself must show no divergence: anything above this is noise the
 # measurement adds, and no delta measured with it can be trusted.
@@ -55,8 +61,9 @@ class VariantEvidence:
     tasks: dict[str, TaskItems]  # gated task -> per-item results in doc order (missing task: not measured)
     alignment_passed: bool | None
     eval_error: str | None
-    bench: dict[str, Any] | None  # BenchResult.to_json(), None if not measured
-    bench_error: str | None = None
+    capacity: Capacity | None  # the load sweep judged against the SLO and priced; None if not measured
+    load_error: str | None = None
+    size_bytes: int | None = None  # the artifact's size (a cost tie can go to the smaller one)
     divergence: dict[str, Any] | None = None  # vs the engine's reference; None if not measured
     divergence_error: str | None = None
     parity: dict[str, Any] | None = None  # references: engine vs transformers ({"mean_abs_diff", "limit", …})
@@ -69,10 +76,18 @@ class Verdict:
     variant: str
     passed: bool
     checks: list[Check]
-    usd_per_1m_tokens: float | None
+    cost: Interval | None  # $ per 1M output tokens at the SLO load, with its interval
     comparisons: dict[str, PairedComparison] = field(default_factory=dict)
     promoted: bool = False
     informative: dict[str, Informative] = field(default_factory=dict)  # per task, judged on the reference
+
+    @property
+    def usd_per_1m_tokens(self) -> float | None:
+        return self.cost.estimate if self.cost else None
+
+    def quality_drop(self) -> float:
+        """The largest point drop over the gated tasks (what a cost tie is broken on by default)."""
+        return max((c.drop for c in self.comparisons.values()), default=0.0)
 
     @property
     def reasons(self) -> list[str]:
@@ -87,12 +102,14 @@ class Decision:
     winner: str | None
     verdicts: list[Verdict]
     reason: str
+    tied: list[str] = field(default_factory=list)  # passing variants the winner could not be told from by cost
 
     def verdict(self, name: str) -> Verdict:
         return next(v for v in self.verdicts if v.variant == name)
 
     def to_json(self) -> dict[str, Any]:
-        return {"winner": self.winner, "reason": self.reason, "verdicts": [v.to_json() for v in self.verdicts]}
+        return {"winner": self.winner, "reason": self.reason, "tied": self.tied,
+                "verdicts": [v.to_json() for v in self.verdicts]}
 
 
 def _finite(value: Any) -> bool:
@@ -195,29 +212,19 @@ def divergence_checks(variant: VariantEvidence, reference: VariantEvidence, gate
     return checks
 
 
-def slo_checks(variant: VariantEvidence, slo: SLO) -> list[Check]:
-    bench = variant.bench
-    if bench is None:
-        return [Check("bench", False, None, None, f"load benchmark missing: {variant.bench_error or 'not measured'}")]
-    checks = []
-    rate = bench.get("error_rate")
-    checks.append(Check("error_rate", _finite(rate) and rate <= slo.max_error_rate, rate, slo.max_error_rate,
-                        f"error rate {rate} (allowed {slo.max_error_rate}); first error: {bench.get('first_error')}"))
-    for name, metric, limit in (("ttft_p95_ms", "ttft_ms", slo.ttft_p95_ms), ("itl_p95_ms", "itl_ms", slo.itl_p95_ms),
-                                ("e2e_p95_ms", "e2e_ms", slo.e2e_p95_ms)):
-        if limit is None:
-            continue
-        value = (bench.get(metric) or {}).get("p95")
-        ok = _finite(value) and value <= limit
-        shown = f"{value:.0f} ms" if _finite(value) else "missing"
-        checks.append(Check(name, ok, value if _finite(value) else None, limit,
-                            f"{name.replace('_ms', '')} {shown} (SLO {limit:.0f} ms)"))
-    return checks
+def slo_check(variant: VariantEvidence) -> Check:
+    capacity = variant.capacity
+    if capacity is None:
+        return Check("slo", False, None, None, f"load benchmark missing: {variant.load_error or 'not measured'}")
+    level = capacity.slo_level.level if capacity.slo_level else None
+    if not capacity.meets_slo:
+        return Check("slo", False, level, None, capacity.reason)
+    return Check("slo", True, level, None, capacity.reason)
 
 
-def decide(evidence: list[VariantEvidence], tasks: list[str], gates: Gates, slo: SLO, hardware: Hardware,
+def decide(evidence: list[VariantEvidence], tasks: list[str], gates: Gates, promotion: Promotion = Promotion(),
            tolerances: dict[str, float] | None = None) -> Decision:
-    """Verdict for every variant, then the cheapest passing one by $ per 1M output tokens.
+    """Verdict for every variant, then the cheapest passing one by $ per 1M output tokens at the SLO.
 
     `tasks` are the gated task labels; `tolerances` overrides the gates' tolerance per task."""
     references = {e.engine: e for e in evidence if e.is_reference}
@@ -235,19 +242,40 @@ def decide(evidence: list[VariantEvidence], tasks: list[str], gates: Gates, slo:
             checks, comparisons, informed = task_checks(variant, reference, tasks, gates, tolerances or {})
             checks.append(parity_check(reference))
             checks += divergence_checks(variant, reference, gates)
-        checks += slo_checks(variant, slo)
-        tps = (variant.bench or {}).get("output_tokens_per_s")
-        cost = usd_per_million_tokens(hardware.usd_per_hour, tps) if _finite(tps) else math.inf
-        if not math.isfinite(cost):
-            checks.append(Check("cost", False, None, None, "no throughput measured: cost unknown"))
-        verdicts.append(Verdict(variant.name, all(c.passed for c in checks), checks,
-                                round(cost, 4) if math.isfinite(cost) else None, comparisons, informative=informed))
-    passing = [v for v in verdicts if v.passed]
+        checks.append(slo_check(variant))
+        cost = variant.capacity.usd_per_1m_tokens if variant.capacity else None
+        if cost is not None and not (_finite(cost.estimate) and cost.estimate > 0):
+            checks.append(Check("cost", False, None, None, "no throughput at the SLO load: cost unknown"))
+            cost = None
+        verdicts.append(Verdict(variant.name, all(c.passed for c in checks), checks, cost, comparisons,
+                                informative=informed))
+    passing = [v for v in verdicts if v.passed and v.cost is not None]
     if not passing:
         return Decision(None, verdicts, "no variant passed every gate; nothing promoted")
-    winner = min(passing, key=lambda v: (v.usd_per_1m_tokens, v.variant))
-    verdicts = [Verdict(v.variant, v.passed, v.checks, v.usd_per_1m_tokens, v.comparisons, promoted=v is winner,
-                        informative=v.informative) for v in verdicts]
+    sizes = {e.name: e.size_bytes if e.size_bytes is not None else math.inf for e in evidence}
+    cheapest = min(passing, key=lambda v: (v.cost.estimate, v.variant))  # type: ignore[union-attr]
+    tied = sorted((v for v in passing if v.cost.overlaps(cheapest.cost)),  # type: ignore[union-attr,arg-type]
+                  key=lambda v: v.cost.estimate)  # type: ignore[union-attr]
+    if promotion.cost_tie_break == "quality":
+        winner = min(tied, key=lambda v: (v.quality_drop(), v.cost.estimate, v.variant))  # type: ignore[union-attr]
+    else:
+        winner = min(tied, key=lambda v: (sizes[v.variant], v.cost.estimate, v.variant))  # type: ignore[union-attr]
+    verdicts = [replace(v, promoted=v is winner) for v in verdicts]
+    assert winner.cost is not None
     reason = (f"{winner.variant} is the cheapest of {len(passing)} passing variant(s)"
-              f" at ${winner.usd_per_1m_tokens:.4f} per 1M output tokens")
-    return Decision(winner.variant, verdicts, reason)
+              f" at {_usd(winner.cost)} per 1M output tokens")
+    if len(tied) > 1:
+        shown = ", ".join(f"{v.variant} {_usd(v.cost)}" for v in tied)  # type: ignore[arg-type]
+        if promotion.cost_tie_break == "quality":
+            rule = "the smaller quality drop (" + ", ".join(f"{v.variant} {v.quality_drop():+.3f}" for v in tied) + ")"
+        else:
+            rule = "the smaller artifact (" + ", ".join(f"{v.variant} {sizes[v.variant] / 1e6:.0f} MB" for v in tied) + ")"
+        reason = (f"{winner.variant} promoted: {len(tied)} passing variants cannot be told apart by cost ({shown});"
+                  f" the tie goes to {rule}")
+    return Decision(winner.variant, verdicts, reason, tied=[v.variant for v in tied] if len(tied) > 1 else [])
+
+
+def _usd(cost: Interval) -> str:
+    bounds = (f" [{cost.low:.4f}–{cost.high:.4f}]" if cost.low is not None and cost.high is not None
+              else " [interval unbounded]")
+    return f"${cost.estimate:.4f}{bounds}"

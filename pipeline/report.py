@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pipeline.artifacts import write_json
-from pipeline.measure.bench import BenchResult
+from pipeline.capacity import Capacity
+from pipeline.measure.latency import LevelSummary, summarize
 from pipeline.measure.parity import ParityResult
 from pipeline.promote import Decision
 from pipeline.variant import VariantResult
@@ -55,7 +56,8 @@ class ReportRow:
     uninformative: dict[str, str]  # tasks that cannot tell variants apart here: why (never gated on)
     divergence: DivergenceMetrics | None
     parity: ParityResult | None  # references only
-    bench: BenchResult | None
+    load: list[LevelSummary]  # every load level, lightest first (empty: not measured)
+    capacity: Capacity | None  # the SLO verdict per level, the SLO load, replicas and cost with intervals
     usd_per_1m_tokens: float | None
     passed: bool
     promoted: bool
@@ -71,6 +73,7 @@ class Report:
     winner: str | None
     decision: str
     rows: list[ReportRow]
+    tied: list[str]  # passing variants the winner could not be told from by cost (empty: no tie)
     registry: Registry | None = None
     mlflow_parent_run: str | None = None
     tracking_uri: str | None = None
@@ -93,7 +96,8 @@ class Report:
 
 
 def build(recipe_name: str, recipe_hash: str, tasks: list[str], results: list[VariantResult],
-          decision: Decision) -> Report:
+          capacities: dict[str, Capacity | None], decision: Decision, level_name: Callable[[float], str],
+          slo_percentile: float) -> Report:
     """One row per variant with the figures the summary table and MLflow show."""
     references = {r.engine: r for r in results if r.reference}
     metrics: dict[str, str] = {}
@@ -123,12 +127,15 @@ def build(recipe_name: str, recipe_hash: str, tasks: list[str], results: list[Va
             quantize_seconds=manifest.get("quantize_seconds"), peak_rss_mb=manifest.get("peak_rss_mb"),
             score=score, delta=delta, delta_upper=delta_upper, flips=flips,
             uninformative={t: i.reason for t, i in verdict.informative.items() if not i.informative},
-            divergence=result.divergence, parity=result.parity if result.reference else None, bench=result.bench,
+            divergence=result.divergence, parity=result.parity if result.reference else None,
+            load=[summarize(level, level_name(level.level), slo_percentile=slo_percentile) for level in sorted(result.load.levels, key=lambda lv: lv.level)]
+            if result.load else [],
+            capacity=capacities.get(result.name),
             usd_per_1m_tokens=verdict.usd_per_1m_tokens, passed=verdict.passed, promoted=verdict.promoted,
             reasons=verdict.reasons,
         ))
     return Report(recipe=recipe_name, recipe_hash=recipe_hash, tasks=list(tasks), metrics=metrics,
-                  winner=decision.winner, decision=decision.reason, rows=rows)
+                  winner=decision.winner, decision=decision.reason, rows=rows, tied=decision.tied)
 
 
 def _score(result: VariantResult, task: str) -> float | None:

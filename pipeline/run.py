@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline import promote, report, source, track
+from pipeline import capacity, model_info, plots, promote, report, source, track
 from pipeline.measure import tasks
 from pipeline.measure.evals import EvalResult
 from pipeline.artifacts import Store
@@ -69,15 +69,19 @@ def run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[st
     gated = [label for task in resolved for label in task.gated_labels()]
     tolerances = {label: task.ref.tolerance if task.ref.tolerance is not None else recipe.gates.tolerance(task.label)
                   for task in resolved for label in task.gated_labels()}
-    decision = promote.decide([evidence(r) for r in results], gated, recipe.gates, recipe.slo, recipe.hardware,
-                              tolerances)
+    info = model_info.from_config(model.model_dir)
+    capacities = {r.name: capacity_of(r, recipe, info) for r in results}
+    decision = promote.decide([evidence(r, capacities[r.name]) for r in results], gated, recipe.gates,
+                              recipe.promotion, tolerances)
     say(f"decision: {decision.reason}")
 
     tracking_uri = settings.tracking_uri or recipe.tracking.uri or settings.default_tracking_uri()
     tracker = track.Tracker(tracking_uri, recipe.tracking.experiment, settings.mlflow_artifact_root())
-    summary = report.build(recipe.name, plan.recipe_hash, gated, results, decision)
+    summary = report.build(recipe.name, plan.recipe_hash, gated, results, capacities, decision, recipe.load.level_name,
+                           recipe.slo.percentile)
     run_name = f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    parent_id, registry = track.record(tracker, run_name, recipe, recipe_path, summary, results, decision)
+    charts = draw_charts(summary, recipe, settings.artifacts / "reports" / run_name)
+    parent_id, registry = track.record(tracker, run_name, recipe, recipe_path, summary, results, decision, charts)
     if registry:
         say(f"registry: {registry.note}")
     summary = summary.with_tracking(registry, parent_id, tracking_uri)
@@ -86,20 +90,39 @@ def run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[st
     return RunOutcome(recipe, plan, results, decision, summary, report_path, round(time.monotonic() - started, 1))
 
 
-def evidence(result: VariantResult) -> promote.VariantEvidence:
+def draw_charts(summary: report.Report, recipe: Recipe, folder: Path) -> dict[str, Path]:
+    """Latency-vs-load PNGs: variant name -> its chart, and "" -> all variants on one chart."""
+    axis = "concurrent streams" if recipe.load.profile == "concurrency" else "requests/s"
+    charts = {row.variant: plots.variant_chart(row, recipe.slo, axis, folder / f"load-{row.variant}.png")
+              for row in summary.rows}
+    charts[""] = plots.comparison_chart(summary.rows, recipe.slo, axis, folder / "load-all-variants.png")
+    return {name: path for name, path in charts.items() if path is not None}
+
+
+def capacity_of(result: VariantResult, recipe: Recipe, info: model_info.ModelInfo) -> capacity.Capacity | None:
+    """The load sweep judged against the SLO and priced on the recipe's hardware; None if not measured."""
+    if result.load is None or result.artifact is None:
+        return None
+    served = recipe.capabilities(result.engine)
+    memory = capacity.memory_need(int(result.artifact.manifest["file_bytes"]), info.num_layers,
+                                  info.kv_heads or info.hidden_size // info.head_dim, info.head_dim,
+                                  served.max_context, served.concurrency)
+    return capacity.assess(result.load, recipe.load, recipe.slo, recipe.hardware, memory)
+
+
+def evidence(result: VariantResult, measured: capacity.Capacity | None) -> promote.VariantEvidence:
     """What promotion reads of one variant's results."""
     if result.artifact is None:
         why = result.not_run or f"quantize failed: {result.quantize_error or 'not measured'}"
         return promote.VariantEvidence(name=result.name, engine=result.engine, is_reference=result.reference,
-                                       tasks={}, alignment_passed=None, eval_error=why, bench=None, bench_error=why,
+                                       tasks={}, alignment_passed=None, eval_error=why, capacity=None, load_error=why,
                                        divergence=None, divergence_error=why, not_run=result.not_run)
     evals = result.evals
     return promote.VariantEvidence(
         name=result.name, engine=result.engine, is_reference=result.reference,
         tasks={label: task_items(evals, label) for label in evals.tasks} if evals else {},
         alignment_passed=evals.alignment.passed if evals else None, eval_error=result.eval_error,
-        bench=result.bench.to_json() if result.bench and not result.bench_error else None,
-        bench_error=result.bench_error,
+        capacity=measured, load_error=result.load_error, size_bytes=int(result.artifact.manifest["file_bytes"]),
         divergence=asdict(result.divergence) if result.divergence else None, divergence_error=result.divergence_error,
         parity=asdict(result.parity) if result.reference and result.parity else None,
         parity_error=result.parity_error if result.reference else None,

@@ -58,12 +58,17 @@ class Tracker:
         metrics: dict[str, float],
         tags: dict[str, str],
         files: dict[str, list[Path]],
+        series: dict[str, list[float]] | None = None,
     ) -> str:
         mlflow = _mlflow()
         with mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=True, tags=tags) as run:
             mlflow.log_params(_clip(params))
             finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
             mlflow.log_metrics(finite)
+            for name, values in (series or {}).items():
+                for step, value in enumerate(values):
+                    if value is not None and math.isfinite(value):
+                        mlflow.log_metric(name, float(value), step=step)
             for folder, paths in files.items():
                 for path in paths:
                     if path.is_file():
@@ -119,8 +124,11 @@ def _clip(params: dict[str, str]) -> dict[str, str]:
 
 
 def record(tracker: Tracker, run_name: str, recipe: Recipe, recipe_path: Path, report: Report,
-           results: list[VariantResult], decision: Decision) -> tuple[str, Registry | None]:
-    """The parent run, a child per variant, the winner registered; returns (parent run id, registry)."""
+           results: list[VariantResult], decision: Decision,
+           charts: dict[str, Path] | None = None) -> tuple[str, Registry | None]:
+    """The parent run, a child per variant, the winner registered; returns (parent run id, registry).
+    `charts`: variant -> its latency-vs-load PNG, and "" -> the chart across variants (on the parent)."""
+    charts = charts or {}
     registry = None
     variants = {v.name: v for v in recipe.variants}
     with tracker.parent_run(run_name, flat_params(recipe.model_dump(mode="json", exclude={"variants"})),
@@ -133,7 +141,7 @@ def record(tracker: Tracker, run_name: str, recipe: Recipe, recipe_path: Path, r
                 {"verdict": "pass" if row.passed else "fail", "promoted": str(row.promoted).lower(),
                  "reasons": "; ".join(row.reasons)[:5000] or "all checks passed",
                  "reference": str(result.reference).lower(), "engine": result.engine},
-                result.files(),
+                _with_chart(result.files(), charts.get(result.name)), load_series(row),
             )
         if decision.winner:
             winner = next(r for r in results if r.name == decision.winner)
@@ -144,7 +152,13 @@ def record(tracker: Tracker, run_name: str, recipe: Recipe, recipe_path: Path, r
                            {"decision.json": decision.to_json(),
                             "report.json": {**report.to_json(), "registry": asdict(registry) if registry else None},
                             "recipe.yaml": yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)})
+        if "" in charts:
+            tracker.client.log_artifact(parent_id, str(charts[""]))
     return parent_id, registry
+
+
+def _with_chart(files: dict[str, list[Path]], chart: Path | None) -> dict[str, list[Path]]:
+    return {**files, "load": files.get("load", []) + [chart]} if chart else files
 
 
 def flat_params(obj: Any, prefix: str = "") -> dict[str, str]:
@@ -182,14 +196,32 @@ def variant_metrics(row: ReportRow, metric_names: dict[str, str]) -> dict[str, f
                         ("quantize_seconds", row.quantize_seconds), ("quantize_peak_rss_mb", row.peak_rss_mb)):
         if value is not None:
             metrics[name] = value
-    if row.bench:
-        metrics["output_tokens_per_s"] = row.bench.output_tokens_per_s
-        metrics["error_rate"] = row.bench.error_rate
-        for name in ("ttft_ms", "itl_ms", "e2e_ms"):
-            for q in ("p50", "p95", "p99"):
-                value = getattr(row.bench, name)[q]
-                if isinstance(value, (int, float)) and math.isfinite(value):
-                    metrics[f"{name.removesuffix('_ms')}_{q}_ms"] = value
-    if row.usd_per_1m_tokens is not None:
-        metrics["usd_per_1m_tokens"] = row.usd_per_1m_tokens
+    capacity = row.capacity
+    if capacity and capacity.slo_level:
+        metrics["slo_load"] = capacity.slo_level.level
+        metrics["slo_goodput_rps"] = capacity.slo_level.goodput_rps
+    if capacity and capacity.output_tokens_per_s:
+        for name, interval in (("slo_output_tokens_per_s", capacity.output_tokens_per_s),
+                               ("slo_requests_per_s", capacity.requests_per_s), ("replicas", capacity.replicas),
+                               ("usd_per_1m_tokens", capacity.usd_per_1m_tokens)):
+            if interval is None:
+                continue
+            metrics[name] = interval.estimate
+            for side in ("low", "high"):
+                if (bound := getattr(interval, side)) is not None:
+                    metrics[f"{name}_{side}"] = bound
+    if capacity and capacity.accelerators_per_replica:
+        metrics["accelerators_per_replica"] = capacity.accelerators_per_replica
     return metrics
+
+
+def load_series(row: ReportRow) -> dict[str, list[float]]:
+    """Per load level, lightest first (MLflow steps): what the latency-vs-load charts plot."""
+    series: dict[str, list[float]] = {"load_level": [lv.level for lv in row.load],
+                                      "output_tokens_per_s": [lv.output_tokens_per_s.estimate for lv in row.load],
+                                      "error_rate": [lv.error_rate for lv in row.load]}
+    for metric in ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms"):
+        for q in ("p50", "p90", "p95", "p99"):
+            values = [lv.latency_ms[metric][q].estimate if metric in lv.latency_ms else math.nan for lv in row.load]
+            series[f"{metric.removesuffix('_ms')}_{q}_ms"] = values
+    return series

@@ -21,8 +21,7 @@ from pipeline import specs
 from pipeline.artifacts import Store
 from pipeline.engines import EngineContext
 from pipeline.engines.server import ServerFailed
-from pipeline.measure import NotMeasurable, bench, divergence, evals, parity, tasks
-from pipeline.measure.bench import BenchResult
+from pipeline.measure import NotMeasurable, divergence, evals, load, parity, tasks
 from pipeline.measure.evals import EvalResult
 from pipeline.measure.keys import engine_identity, keys_for
 from pipeline.measure.parity import ParityResult
@@ -30,7 +29,7 @@ from pipeline.quantize import Artifact, quantizer_for
 from pipeline.recipe.schema import Recipe, VariantConfig
 from pipeline.source import SourceResult
 from pipeline.toolenv import TRANSFORMERS, ToolFailed, tool_env
-from pipeline.workers.messages import DivergenceMetrics
+from pipeline.workers.messages import DivergenceMetrics, LoadOutput
 
 SERVER_LOG = "server.log"
 
@@ -65,15 +64,15 @@ class VariantResult:
     divergence_error: str | None = None
     evals: EvalResult | None = None
     eval_error: str | None = None
-    bench: BenchResult | None = None
-    bench_error: str | None = None
+    load: LoadOutput | None = None  # every request of the load sweep; judged and priced by capacity.py
+    load_error: str | None = None
     server_log: Path | None = None
-    bench_folder: Path | None = None  # the cached load-benchmark entry
+    load_folder: Path | None = None  # the cached load-sweep entry
 
     def errors(self) -> dict[str, str]:
         return {what: error for what, error in (("engine parity", self.parity_error),
                                                 ("divergence", self.divergence_error), ("evals", self.eval_error),
-                                                ("bench", self.bench_error)) if error}
+                                                ("load", self.load_error)) if error}
 
     def files(self) -> dict[str, list[Path]]:
         """MLflow artifact folder -> files to log there."""
@@ -84,8 +83,8 @@ class VariantResult:
             folder = self.evals.folder
             files["evals"] = [folder / "result.json", folder / "alignment_probe.json"]
             files["evals"] += [folder / score.samples_file for score in self.evals.tasks.values()]
-        if self.bench_folder:
-            files["bench"] = [self.bench_folder / "result.json"]
+        if self.load_folder:
+            files["load"] = [self.load_folder / "result.json", *sorted(self.load_folder.glob("guidellm*.json"))]
         if self.server_log:
             files["logs"] = [self.server_log]
         return files
@@ -128,7 +127,7 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
     # What is cached already, each on its own key.
     keys = keys_for(recipe, variant, artifact.key, reference.key if reference else None, job.envs_root)
     identity = engine_identity(recipe, variant.engine, job.envs_root).key_part()
-    result.evals, result.bench = evals.cached(store, keys.evals), bench.cached(store, keys.bench)
+    result.evals, result.load = evals.cached(store, keys.evals), load.cached(store, keys.load)
     if variant.reference:
         result.parity = parity.cached(store, keys.parity)
     div_method = keys.divergence_method
@@ -150,9 +149,9 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
     todo_parity = variant.reference and result.parity is None
     todo_div = reference is not None and div_method is not None and result.divergence is None \
         and result.divergence_error is None
-    if not (todo_parity or todo_div or result.evals is None or result.bench is None):
-        result.bench_folder = store.entry(bench.STAGE, keys.bench)
-        result.server_log = result.bench_folder / SERVER_LOG
+    if not (todo_parity or todo_div or result.evals is None or result.load is None):
+        result.load_folder = store.entry(load.STAGE, keys.load)
+        result.server_log = result.load_folder / SERVER_LOG
         return
 
     built: list[Path] = []
@@ -185,20 +184,26 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
                     built.append(result.evals.folder)
                 except (ToolFailed, evals.EvalFailed, NotMeasurable) as exc:
                     result.eval_error = str(exc)
-            if result.bench is None:
-                say(f"load benchmark: {recipe.bench.requests} requests, concurrency {recipe.bench.concurrency}")
+            if result.load is None:
+                sweep = recipe.load
+                say(f"load sweep: {', '.join(sweep.level_name(level) for level in sweep.levels)},"
+                    f" {sweep.requests_per_level} requests each")
                 try:
-                    result.bench = bench.run(engine, store, recipe.bench, keys.bench)
-                    built.append(store.entry(bench.STAGE, keys.bench))
-                except bench.BenchFailed as exc:  # errors may be passing trouble: report them, do not cache them
-                    result.bench, result.bench_error = exc.result, str(exc)
+                    result.load = load.run(engine, tool_env(load.ENV, job.envs_root), store, sweep,
+                                           job.source.model_dir, keys.load)
+                    built.append(store.entry(load.STAGE, keys.load))
+                except load.NotCached as exc:  # failed requests may be passing trouble: judged, not cached
+                    result.load = exc.output
+                    say(f"load sweep: {load.failed_requests(exc.output)} requests failed; result not cached")
+                except ToolFailed as exc:
+                    result.load_error = str(exc)
     except ServerFailed as exc:
         if todo_div and result.divergence is None:
             result.divergence_error = result.divergence_error or f"server failed: {exc}"
         if todo_parity and result.parity is None:
             result.parity_error = result.parity_error or f"server failed: {exc}"
         result.eval_error = result.eval_error or (None if result.evals else f"server failed: {exc}")
-        result.bench_error = result.bench_error or (None if result.bench else f"server failed: {exc}")
+        result.load_error = result.load_error or (None if result.load else f"server failed: {exc}")
         if failed := _keep_failed_log(store, artifact, log_path):
             log_path = failed
     finally:
@@ -206,7 +211,7 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
             if log_path.is_file():
                 shutil.copy2(log_path, folder / SERVER_LOG)
     result.server_log = next((f / SERVER_LOG for f in built if (f / SERVER_LOG).is_file()), None)
-    result.bench_folder = store.entry(bench.STAGE, keys.bench) if store.has(bench.STAGE, keys.bench) else None
+    result.load_folder = store.entry(load.STAGE, keys.load) if store.has(load.STAGE, keys.load) else None
 
 
 def _say_divergence(say: Callable[[str], None], reference: Artifact, metrics: DivergenceMetrics) -> None:

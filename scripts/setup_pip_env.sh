@@ -10,4 +10,4 @@ python=${PYTHON:-python3}
 [ -x "$env_dir/bin/python" ] || "$python" -m venv "$env_dir"
 echo "[$name] installing requirements/$name.txt"
 "$env_dir/bin/python" -m pip --disable-pip-version-check -q install -r "$here/requirements/$name.txt"
-"$env_dir/bin/python" -c "import $module; print('[$name] ready: $module', $module.__version__)"
+"$env_dir/bin/python" -c "import importlib.metadata, $module; print('[$name] ready: $module', importlib.metadata.version('$module'))"

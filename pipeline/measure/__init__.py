@@ -1,4 +1,4 @@
-"""Measurements of a served variant, one module each (parity, divergence, evals, bench), each with
+"""Measurements of a served variant, one module each (parity, divergence, evals, load), each with
 its own content key; each picks its method from the engine's declared capabilities."""
 
 

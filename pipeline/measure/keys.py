@@ -6,7 +6,7 @@ build, engine setting, tool version or task file redoes the measurement instead 
   its config and data files, lm-eval version, scorer version;
 - divergence: variant and reference artifacts, engine identity, text bytes, windowing, method;
 - parity: artifact, engine identity, parity config, the transformers reference's versions;
-- bench: artifact, engine build, every serving setting, workload.
+- load: artifact, engine build, every serving setting, the workload and sweep, GuideLLM's version.
 
 The engine identity is its name, its build (with the device class its kernels are chosen for) and
 its settings minus those that change only speed (`EngineConfig.speed_only`).
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import specs
-from pipeline.measure import NotMeasurable, bench, divergence, evals, parity, tasks
+from pipeline.measure import NotMeasurable, divergence, evals, load, parity, tasks
 from pipeline.recipe.schema import Recipe, VariantConfig
 from pipeline.toolenv import TRANSFORMERS, tool_env
 
@@ -44,7 +44,7 @@ def engine_identity(recipe: Recipe, engine: str, envs_root: Path) -> EngineIdent
 @dataclass(frozen=True, kw_only=True)
 class MeasurementKeys:
     evals: str
-    bench: str
+    load: str
     parity: str  # used for references only
     divergence: str | None  # None: no reference to compare with, or the engine cannot measure it
     divergence_method: str | None
@@ -63,7 +63,8 @@ def keys_for(recipe: Recipe, variant: VariantConfig, artifact_key: str, referenc
     resolved = tasks.resolve(recipe.evals, recipe.engines_used(), envs_root)
     return MeasurementKeys(
         evals=evals.key(resolved, recipe.evals, artifact_key, identity.key_part(), engine_env.version("lm_eval")),
-        bench=bench.key(recipe.bench, recipe.engine_config(variant.engine), artifact_key, identity.build),
+        load=load.key(recipe.load, recipe.engine_config(variant.engine), artifact_key, identity.build,
+                      tool_env(load.ENV, envs_root).version("guidellm")),
         parity=parity.key(recipe.parity, artifact_key, identity.key_part(),
                           {"transformers": transformers_env.version("transformers"),
                            "torch": transformers_env.version("torch")}),

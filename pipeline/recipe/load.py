@@ -6,6 +6,7 @@ Everything is checked before any work, so a bad recipe fails with file and field
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -89,6 +90,9 @@ def _resolve_paths(recipe: Recipe, recipe_path: Path) -> Recipe:
         config = getattr(recipe, section)
         if not config.text.startswith("stdlib:"):
             recipe = recipe.model_copy(update={section: config.model_copy(update={"text": str((base / config.text).resolve())})})
+    if recipe.load.prompts_file is not None:
+        prompts = (base / recipe.load.prompts_file).resolve()
+        recipe = recipe.model_copy(update={"load": recipe.load.model_copy(update={"prompts_file": prompts})})
     return recipe
 
 
@@ -99,8 +103,61 @@ def _check_files(recipe: Recipe, recipe_path: Path) -> None:
         if text_file(config) is None:
             errors.append(f"{section}.text: {config.text!r} is neither a standard-library module with a .py source"
                           " nor a readable file")
+    errors += _load_errors(recipe)
     if errors:
         raise RecipeError(f"{recipe_path}: invalid recipe\n  " + "\n  ".join(errors))
+
+
+def _load_errors(recipe: Recipe) -> list[str]:
+    """The load sweep's prompts file, and whether its requests fit every engine's context."""
+    config, errors = recipe.load, []
+    if config.prompts_file is not None:
+        errors += prompts_file_errors(config.prompts_file, config.requests_per_level + config.warmup_requests)
+    else:
+        longest = config.prompt_tokens.max or config.prompt_tokens.mean + 4 * config.prompt_tokens.stdev
+        longest += config.shared_prefix_tokens
+        longest += config.output_tokens.max or config.output_tokens.mean + 4 * config.output_tokens.stdev
+        for engine in recipe.engines_used():
+            context = recipe.capabilities(engine).max_context
+            if longest > context:
+                errors.append(f"load.prompt_tokens: prompts and outputs of up to {longest} tokens do not fit the {engine}"
+                              f" server's context (engines.{engine}.{recipe.engine_config(engine).context_field}"
+                              f" {context}); set max, or shorter lengths")
+    if config.api == "chat":
+        info = model_info.for_source(recipe.model)
+        if info is not None and info.chat_template is False:
+            errors.append("load.api: chat needs a chat template, and this model's tokenizer has none"
+                          " (use api: completions)")
+    return errors
+
+
+def prompts_file_errors(path: Path, needed: int) -> list[str]:
+    """A JSONL of {"prompt": text, "output_tokens": n}: the first bad line, named, or too few rows."""
+    field = "load.prompts_file"
+    if not path.is_file():
+        return [f"{field}: {path} not found"]
+    rows = 0
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        return [f"{field}: cannot read {path}: {exc}"]
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            return [f"{field}: {path}:{number}: not JSON ({exc.msg})"]
+        if not isinstance(row, dict) or set(row) - {"prompt", "output_tokens"} or not isinstance(row.get("prompt"), str) \
+                or not row["prompt"].strip() or not isinstance(row.get("output_tokens"), int) \
+                or isinstance(row["output_tokens"], bool) or row["output_tokens"] < 1:
+            return [f"{field}: {path}:{number}: each line must be {{\"prompt\": non-empty text, \"output_tokens\":"
+                    f" positive integer}} and nothing else (got {line[:120]})"]
+        rows += 1
+    if rows < needed:
+        return [f"{field}: {path} holds {rows} prompts; a load level sends {needed}"
+                " (requests_per_level + warmup_requests)"]
+    return []
 
 
 def _check_tasks(recipe: Recipe, recipe_path: Path, envs_root: Path) -> None:

@@ -14,15 +14,13 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from pipeline import specs
+from pipeline.recipe.strict import Strict
+from pipeline.recipe.traffic import SLO, Hardware, LoadConfig, Promotion
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --- model source --------------------------------------------------------------------------
@@ -194,26 +192,6 @@ class EvalsConfig(Strict):
         return [t.label for t in self.tasks]
 
 
-class BenchConfig(Strict):
-    """A fixed workload: every request has the same prompt and output length."""
-
-    requests: int = Field(16, ge=1)
-    concurrency: int = Field(4, ge=1)
-    prompt_tokens: int = Field(128, ge=8)
-    output_tokens: int = Field(64, ge=2)
-    warmup_requests: int = Field(1, ge=0)
-    timeout_s: float = Field(300, gt=0)
-
-
-class SLO(Strict):
-    """Latency objectives on the load benchmark; a variant must meet every one that is set."""
-
-    ttft_p95_ms: float | None = Field(None, gt=0)
-    itl_p95_ms: float | None = Field(None, gt=0)
-    e2e_p95_ms: float | None = Field(None, gt=0)
-    max_error_rate: float = Field(0.0, ge=0, le=1)
-
-
 class FixedText(Strict):
     """A text that exists on every machine and was not written for this: a standard-library module
     (its .py source) by default, or a UTF-8 file."""
@@ -256,11 +234,6 @@ class Gates(Strict):
         return self.task_tolerances.get(task, self.max_accuracy_drop)
 
 
-class Hardware(Strict):
-    name: str
-    usd_per_hour: float = Field(gt=0)
-
-
 class Tracking(Strict):
     experiment: str
     registered_model: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -277,13 +250,14 @@ class Recipe(Strict):
     variants: list[VariantConfig] = Field(min_length=1)
     engines: Strict
     evals: EvalsConfig
-    bench: BenchConfig = BenchConfig()
+    load: LoadConfig = LoadConfig()
     calibration: CalibrationConfig = CalibrationConfig()
     divergence: DivergenceConfig = DivergenceConfig()
     parity: ParityConfig = ParityConfig()
     slo: SLO = SLO()
     gates: Gates = Gates()
     hardware: Hardware
+    promotion: Promotion = Promotion()
     tracking: Tracking
 
     @model_validator(mode="after")

@@ -168,6 +168,46 @@ class EvalOutput:
     lm_eval_output: str | None = None  # folder of lm-eval's own results and samples files
 
 
+# A request the load generator itself cut off when its level hit the time limit: not the server's doing.
+CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestRecord:
+    """One request of a load level, as the load generator timed it (seconds on one clock)."""
+
+    ok: bool
+    start_s: float
+    end_s: float
+    first_token_s: float | None = None
+    last_token_s: float | None = None
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    itl_s: list[float] = field(default_factory=list)  # every gap between streamed tokens, when recorded
+    error_class: str | None = None  # timeout, connection, http_4xx, http_5xx, cancelled, other
+    error: str | None = None
+    warmup: bool = False  # sent to warm the server up, not measured
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadLevelRecords:
+    """Every request of one load level, warm-up included; the measured window runs from the first
+    measured request's start to the last one's end."""
+
+    level: float  # concurrent streams, or requests/s
+    closed_loop: bool  # concurrent streams (a request waits for the previous one), not a rate
+    window_start_s: float
+    window_end_s: float
+    requests: list[RequestRecord]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadOutput:
+    levels: list[LoadLevelRecords]
+    generator: str  # the load generator and its version
+    seconds: float
+
+
 # --- requests ------------------------------------------------------------------------------------
 
 
@@ -301,3 +341,36 @@ class TaskLookupRequest:
     result: ClassVar[type] = TaskLookup
     queries: list[TaskQuery]
     registry: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenLengthSpec:
+    mean: int
+    stdev: int
+    min: int | None
+    max: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadRequest:
+    """A load sweep against a served variant: one workload, sent at each level in turn."""
+
+    result: ClassVar[type] = LoadOutput
+    base_url: str
+    api_key: str
+    served_model: str
+    tokenizer: str  # an HF tokenizer folder: prompts are built to exact token counts with it
+    out: str
+    api: str  # completions | chat
+    prompt_tokens: TokenLengthSpec
+    output_tokens: TokenLengthSpec
+    prompts_file: str | None
+    shared_prefix_tokens: int
+    seed: int
+    profile: str  # concurrency | rate
+    levels: list[float]
+    arrivals: str  # constant | poisson
+    requests_per_level: int
+    max_seconds_per_level: float
+    warmup_requests: int
+    request_timeout_s: float

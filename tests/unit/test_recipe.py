@@ -121,7 +121,7 @@ def test_unknown_top_level_key_suggests_and_lists(tmp_path):
     assert str(path) in message
     assert "varients: unknown key" in message
     assert "Did you mean 'variants'?" in message
-    for key in ("bench", "evals", "gates", "hardware", "slo", "tracking"):
+    for key in ("load", "evals", "gates", "hardware", "slo", "promotion", "tracking"):
         assert key in message.split("Allowed keys:")[1]
 
 
@@ -130,9 +130,10 @@ def test_unknown_nested_key_names_the_dotted_field(tmp_path):
     message = recipe_error(path)
     assert str(path) in message
     assert "slo.ttft_p95: unknown key" in message
-    assert "Did you mean 'ttft_p95_ms'?" in message
+    assert "Did you mean 'ttft_ms'?" in message
     allowed = message.split("Allowed keys:")[1]
-    assert {k.strip() for k in allowed.split(",")} == {"e2e_p95_ms", "itl_p95_ms", "max_error_rate", "ttft_p95_ms"}
+    assert {k.strip() for k in allowed.split(",")} == {"e2e_ms", "itl_ms", "max_error_rate", "percentile", "tpot_ms",
+                                                       "ttft_ms"}
 
 
 def test_unknown_key_two_levels_down(tmp_path):
@@ -154,10 +155,10 @@ def test_unknown_key_inside_a_discriminated_section(tmp_path, change, field, sug
 
 
 def test_wrong_type_shows_what_was_received(tmp_path):
-    path = write_recipe(tmp_path, demo_with(lambda d: d["bench"].update(requests="many")))
+    path = write_recipe(tmp_path, demo_with(lambda d: d["load"].update(requests_per_level="many")))
     message = recipe_error(path)
     assert str(path) in message
-    assert "bench.requests:" in message and "'many'" in message
+    assert "load.requests_per_level:" in message and "'many'" in message
 
 
 def test_out_of_range_value_names_the_field(tmp_path):
@@ -302,11 +303,11 @@ def test_unknown_eval_task_lists_the_available_ones(tmp_path, monkeypatch):
 
 def test_every_error_is_reported_at_once(tmp_path):
     def two_mistakes(d):
-        d["bench"]["requests"] = "many"
+        d["load"]["requests_per_level"] = "many"
         d["slo"]["ttft_p95"] = 1
 
     message = recipe_error(write_recipe(tmp_path, demo_with(two_mistakes)))
-    assert "bench.requests" in message and "slo.ttft_p95" in message
+    assert "load.requests_per_level" in message and "slo.ttft_p95" in message
 
 
 # --- bad input through the CLI ---------------------------------------------------------------
@@ -315,7 +316,7 @@ QUANTGATE = Path(sys.executable).with_name("quantgate")
 
 CLI_CASES = {
     "unknown-nested-key": (lambda d: d["slo"].update(ttft_p95=500), "slo.ttft_p95"),
-    "wrong-type": (lambda d: d["bench"].update(requests="many"), "bench.requests"),
+    "wrong-type": (lambda d: d["load"].update(requests_per_level="many"), "load.requests_per_level"),
     "gguf-type": (lambda d: d["variants"][3].update(type="Q2_KK"), "variants[3].type"),
     "local-path": (lambda d: d.update(model={"kind": "local", "path": "no_such_dir"}), "model.path"),
     "package": (lambda d: d["model"].update(package="no_such_package_qg"), "model.package"),

@@ -91,7 +91,7 @@ def test_a_registered_kind_and_engine_validate_with_no_other_edit(tmp_path, mode
         assert [v.engine for v in recipe.variants] == ["blobd", "blobd"]  # the one engine serving int3-blob
         assert recipe.variants[1].group_size == 32 and recipe.engines.blobd.slots == 8
         assert recipe.capabilities("blobd").concurrency == 8
-        assert required_envs(recipe) == ["blobdenv", "int3env", "transformers"]
+        assert required_envs(recipe) == ["blobdenv", "guidellm", "int3env", "transformers"]
     with pytest.raises(RecipeError, match="unknown kind 'int3'"):  # unregistered again afterwards
         load_recipe(recipe_file(tmp_path, FAKE_VARIANTS))
 
@@ -134,7 +134,7 @@ def test_the_plan_keys_a_registered_kind_and_engine(tmp_path, model_dir):
     # a setting the engine declares speed-only changes the load benchmark, not what the model answers
     assert [v.artifact_key for v in threads.variants] == [ref.artifact_key, i3.artifact_key]
     assert [v.eval_key for v in threads.variants] == [ref.eval_key, i3.eval_key]
-    assert threads.variants[1].bench_key != i3.bench_key
+    assert threads.variants[1].load_key != i3.load_key
     # any other engine setting may change an answer: the evals are redone
     assert slots.variants[1].eval_key != i3.eval_key and slots.variants[1].artifact_key == i3.artifact_key
 

@@ -9,7 +9,8 @@ import pytest
 
 from pipeline.measure.stats import PairedComparison, flips, informative, mcnemar_exact, paired_drop
 from pipeline.promote import TaskItems, VariantEvidence, decide
-from pipeline.recipe.schema import SLO, Gates, Hardware
+from pipeline.recipe.schema import Gates
+from tests.unit.test_promote import capacity
 from tests.unit.paired_items import flipped
 
 
@@ -146,16 +147,15 @@ def test_mismatched_or_empty_lists_are_rejected(reference, variant):
 
 def _decide(n_right: int, n: int, r2w: int, w2r: int):
     ref = items(n_right, n)
-    bench = {"error_rate": 0.0, "output_tokens_per_s": 50.0}
     evidence = [
         VariantEvidence(name="f16", engine="llamacpp", is_reference=True, tasks={"t": TaskItems(metric="acc", values=ref)}, alignment_passed=True,
-                        eval_error=None, bench={**bench, "output_tokens_per_s": 10.0},
+                        eval_error=None, capacity=capacity(10.0),
                         parity={"mean_abs_diff": 0.01, "limit": 0.1, "n": 255}),
         VariantEvidence(name="q4", engine="llamacpp", is_reference=False, tasks={"t": TaskItems(metric="acc", values=flipped(ref, r2w, w2r))},
-                        alignment_passed=True, eval_error=None, bench=bench),
+                        alignment_passed=True, eval_error=None, capacity=capacity(50.0)),
     ]
     gates = Gates(max_accuracy_drop=0.02, bootstrap_iters=1000)
-    return decide(evidence, ["t"], gates, SLO(), Hardware(name="cpu", usd_per_hour=1.0))
+    return decide(evidence, ["t"], gates)
 
 
 def test_promotion_needs_enough_evidence_not_just_a_small_point_drop():

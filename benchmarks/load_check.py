@@ -1,0 +1,132 @@
+"""Benchmark: is our load measurement right, and does it repeat? Two checks on llama-server serving
+the demo model (the packaged Q4_1 GGUF, one thread, four slots) on loopback:
+
+- run-to-run spread: the same sweep level on a fresh server `--repeats` times (new prompts each
+  time); each run's output-throughput and median-TTFT intervals should cover the others' estimates;
+- cross-check: our GuideLLM sweep and vLLM's own `bench serve` (random prompts of the same token
+  counts, the same concurrency, ignore_eos) on one server: output throughput and median TTFT should
+  agree within 5%.
+
+Writes JSON to --out and prints a table. Needs `make setup` (the guidellm, llamacpp, transformers
+and vllm environments). Usage: python -m benchmarks.load_check [--repeats 3] [--concurrency 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+from pipeline.artifacts import Store, write_json
+from pipeline.engines.server import ServerProcess, free_port, new_api_key
+from pipeline.measure import load
+from pipeline.measure.latency import Interval, summarize
+from pipeline.recipe.load import load_recipe
+from pipeline.recipe.traffic import LoadConfig
+from pipeline.settings import REPO_ROOT, Settings
+from pipeline.source import package_file
+from pipeline import source
+from pipeline.toolenv import TRANSFORMERS, llamacpp_binary, tool_env
+
+
+def serve(settings: Settings, gguf: Path, log: Path, slots: int) -> tuple[ServerProcess, str, str]:
+    port, key = free_port(), new_api_key()
+    argv = [str(llamacpp_binary(tool_env("llamacpp", settings.envs), "llama-server")), "--model", str(gguf),
+            "--host", "127.0.0.1", "--port", str(port), "--api-key", key, "--alias", "demo", "--threads", "1",
+            "--threads-batch", "1", "--parallel", str(slots), "--ctx-size", str(slots * 1024), "--no-webui"]
+    return ServerProcess(argv, f"http://127.0.0.1:{port}/health", log, 120), f"http://127.0.0.1:{port}", key
+
+
+def ours(settings: Settings, config: LoadConfig, base_url: str, key: str, tokenizer: Path, out: Path) -> dict:
+    job = load.request(config, base_url, key, "demo", tokenizer, out)
+    output = tool_env(load.ENV, settings.envs).run_worker(load.WORKER, job, out, "load.log",
+                                                         extra_env=load.GUIDELLM_ENV, timeout_s=1800)
+    summary = summarize(output.levels[0], f"{config.levels[0]:g} streams")
+    def plain(i: Interval) -> dict:
+        return {"estimate": round(i.estimate, 3), "low": i.low and round(i.low, 3), "high": i.high and round(i.high, 3)}
+    return {"measured": summary.measured, "errors": summary.errors, "mean_in_flight": summary.mean_in_flight,
+            "output_tokens_per_s": plain(summary.output_tokens_per_s),
+            "ttft_median_ms": plain(summary.latency_ms["ttft_ms"]["p50"]),
+            "tpot_median_ms": plain(summary.latency_ms["tpot_ms"]["p50"])}
+
+
+def vllm_bench(settings: Settings, config: LoadConfig, base_url: str, key: str, tokenizer: Path, out: Path) -> dict:
+    result = out / "vllm_bench_serve.json"
+    requests = config.requests_per_level + int(config.levels[0]) * config.warmup_requests
+    argv = [str(tool_env("vllm", settings.envs).python), "-m", "benchmarks.vllm_bench_serve",
+            "--backend", "openai", "--base-url", base_url, "--endpoint", "/v1/completions", "--model", "demo",
+            "--tokenizer", str(tokenizer), "--dataset-name", "random",
+            "--random-input-len", str(config.prompt_tokens.mean), "--random-output-len", str(config.output_tokens.mean),
+            "--random-range-ratio", "0", "--num-prompts", str(requests), "--max-concurrency", str(int(config.levels[0])),
+            "--request-rate", "inf", "--ignore-eos", "--seed", str(config.seed + 1), "--percentile-metrics",
+            "ttft,tpot,itl,e2el", "--save-result", "--result-dir", str(out), "--result-filename", result.name]
+    env = {**os.environ, "OPENAI_API_KEY": key, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    with open(out / "vllm_bench_serve.log", "wb") as log:
+        subprocess.run(argv, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=1800)
+    data = json.loads(result.read_text())
+    return {"completed": data["completed"], "output_tokens_per_s": round(data["output_throughput"], 3),
+            "ttft_median_ms": round(data["median_ttft_ms"], 3), "tpot_median_ms": round(data["median_tpot_ms"], 3),
+            "total_input_tokens": data["total_input_tokens"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--out", default="artifacts/benchmarks/load_check.json")
+    args = parser.parse_args()
+    settings = Settings()
+    recipe = load_recipe(REPO_ROOT / "recipes" / "demo.yaml")
+    model = source.run(recipe.model, Store(settings.artifacts), tool_env(TRANSFORMERS, settings.envs))
+    gguf = package_file(recipe.model)
+    work = settings.artifacts / "benchmarks" / "load_check"
+    work.mkdir(parents=True, exist_ok=True)
+    base = {"levels": [args.concurrency], "requests_per_level": args.requests, "warmup_requests": 1,
+            "prompt_tokens": recipe.load.prompt_tokens.mean, "output_tokens": recipe.load.output_tokens.mean,
+            "max_seconds_per_level": 1800}
+
+    repeats = []
+    for run in range(args.repeats):
+        server, url, key = serve(settings, gguf, work / f"server-repeat{run}.log", args.concurrency)
+        with server:
+            started = time.monotonic()
+            repeats.append({**ours(settings, LoadConfig(**base, seed=100 + run), url, key, model.model_dir,
+                                   work / f"repeat{run}"), "seconds": round(time.monotonic() - started, 1)})
+        print(f"repeat {run}: {repeats[-1]['output_tokens_per_s']} tok/s, TTFT p50 {repeats[-1]['ttft_median_ms']}")
+
+    def covers(metric: str) -> bool:
+        return all((r[metric]["low"] is None or r[metric]["low"] <= o[metric]["estimate"])
+                   and (r[metric]["high"] is None or o[metric]["estimate"] <= r[metric]["high"])
+                   for r in repeats for o in repeats)
+
+    server, url, key = serve(settings, gguf, work / "server-crosscheck.log", args.concurrency)
+    with server:
+        config = LoadConfig(**base, seed=200)
+        guidellm = ours(settings, config, url, key, model.model_dir, work / "crosscheck-guidellm")
+        vllm = vllm_bench(settings, config, url, key, model.model_dir, work)
+
+    def gap(metric: str) -> float:
+        return round(guidellm[metric]["estimate"] / vllm[metric] - 1, 4)
+
+    result = {
+        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "workload": {**base, "server": "llama-server, demo Q4_1 GGUF, 1 thread, parallel = concurrency"},
+        "repeats": repeats,
+        "repeats_cover_each_other": {"output_tokens_per_s": covers("output_tokens_per_s"),
+                                     "ttft_median_ms": covers("ttft_median_ms")},
+        "crosscheck": {"guidellm": guidellm, "vllm_bench_serve": vllm,
+                       "relative_gap": {"output_tokens_per_s": gap("output_tokens_per_s"),
+                                        "ttft_median_ms": gap("ttft_median_ms")}},
+    }
+    write_json(Path(args.out), result)
+    print(json.dumps({k: result[k] for k in ("repeats_cover_each_other", "crosscheck")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

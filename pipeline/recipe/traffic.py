@@ -65,18 +65,21 @@ class LoadConfig(Strict):
 
     @model_validator(mode="after")
     def _levels(self) -> "LoadConfig":
+        shown = "[" + ", ".join(f"{level:g}" for level in self.levels) + "]"
         if any(level <= 0 for level in self.levels):
-            raise ValueError(f"levels: {self.levels} must all be positive")
+            raise ValueError(f"levels: {shown} must all be positive")
         if self.levels != sorted(set(self.levels)):
-            raise ValueError(f"levels: {self.levels} must be increasing, each once")
+            raise ValueError(f"levels: {shown} must be increasing, each once")
         if self.profile == "concurrency" and any(level != int(level) for level in self.levels):
-            raise ValueError(f"levels: {self.levels} are concurrent streams with profile concurrency: whole numbers")
+            raise ValueError(f"levels: {shown} are concurrent streams with profile concurrency: whole numbers")
         if self.arrivals != "poisson" and self.profile != "rate":
             raise ValueError("arrivals: applies to profile rate only")
         return self
 
     def level_name(self, level: float) -> str:
-        return f"{int(level)} streams" if self.profile == "concurrency" else f"{level:g} req/s"
+        if self.profile == "concurrency":
+            return f"{int(level)} stream{'s' if level != 1 else ''}"
+        return f"{level:g} req/s"
 
 
 class SLO(Strict):

@@ -99,7 +99,7 @@ def test_a_wrong_api_key_is_counted_as_http_4xx_and_no_level_meets_the_slo(guide
     config = {"levels": [1], "requests_per_level": 4, "warmup_requests": 0, "prompt_tokens": 16, "output_tokens": 4}
     output = sweep(guidellm_env, server.ready_url.removesuffix("/health"), tiny_model, tmp_path, api_key="wrong",
                    **config)
-    summary = summarize(output.levels[0], "1 streams")
+    summary = summarize(output.levels[0], "1 stream")
     assert summary.succeeded == 0 and set(summary.errors) == {"http_4xx"} and summary.error_rate == 1.0
     assert "401" in summary.first_error
     capacity = assess(output, LoadConfig(**config), SLO(ttft_ms=1000), Hardware(name="ci", usd_per_hour=1), None)

@@ -44,7 +44,7 @@ def test_a_lighter_level_that_fails_caps_the_capacity():
 def test_no_level_meeting_the_slo_means_no_capacity_and_no_cost():
     capacity = assess(sweep({1: 0.5, 2: 0.6}), CONFIG, SLO(ttft_ms=400), Hardware(name="vm", usd_per_hour=1), None)
     assert not capacity.meets_slo and capacity.usd_per_1m_tokens is None
-    assert capacity.reason.startswith("no load level meets the SLO (1 streams: p95 TTFT ")
+    assert capacity.reason.startswith("no load level meets the SLO (1 stream: p95 TTFT ")
     assert capacity.reason.endswith(" ms > 400 ms)")
 
 

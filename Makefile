@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-unit quantize ui plan bench clean help
+.PHONY: setup demo test test-unit quantize ui plan bench bench-load clean help
 
 help:
 	@echo "make demo                 set up and run the demo recipe (recipes/demo.yaml)"
@@ -20,6 +20,7 @@ help:
 	@echo "make quantize MODEL=...   run the template recipe on an HF id, model dir or .gguf file"
 	@echo "make ui                   MLflow UI on http://127.0.0.1:5000"
 	@echo "make bench                time the quality gate's overhead on the demo's artifacts"
+	@echo "make bench-load           load sweep: run-to-run spread and a cross-check against vllm bench serve"
 	@echo "make setup                create the environments only"
 
 TASK_DATA := demo-tasks/arc_easy/data/ARC-Easy-validation.arrow
@@ -74,6 +75,9 @@ quantize: setup
 
 bench: setup
 	$(VENV)/bin/python -m benchmarks.gate_overhead --recipe recipes/demo.yaml --out artifacts/benchmarks/gate_overhead.json
+
+bench-load: setup
+	$(VENV)/bin/python -m benchmarks.load_check --out artifacts/benchmarks/load_check.json
 
 plan: $(VENV)/.installed
 	$(QG) plan recipes/demo.yaml

@@ -9,6 +9,7 @@ virtual environment (made by the Makefile); the orchestrator never imports them,
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,20 +88,38 @@ class ToolEnv:
         log_path = workdir / log_name
         handoff.write(request_path, request)
         with open(log_path, "ab") as log:
-            proc = subprocess.run(
+            # Its own process group: a worker's children (GuideLLM's, lm-eval's) stop with it.
+            proc = subprocess.Popen(
                 [str(self.python), "-m", module, "--request", str(request_path), "--result", str(result_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.environ(extra_env),
                 cwd=workdir,
-                timeout=timeout_s,
+                start_new_session=True,
             )
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                raise ToolFailed(f"{module} ran past its {timeout_s:.0f} s limit and was stopped with its"
+                                 f" children; log {log_path}:\n{tail(log_path)}") from None
+            except BaseException:  # interrupted: leave nothing running
+                _kill_group(proc)
+                raise
         request_path.unlink(missing_ok=True)
         if proc.returncode != 0 or not result_path.is_file():
             raise ToolFailed(f"{module} failed (exit {proc.returncode}); log {log_path}:\n{tail(log_path)}")
         result = handoff.read(result_path, type(request).result)
         result_path.unlink()
         return result
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def tail(path: Path, lines: int = 25) -> str:

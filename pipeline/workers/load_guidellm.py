@@ -3,8 +3,9 @@ served variant, then every request's timings handed back as `RequestRecord`s.
 
 GuideLLM builds the prompts to exact token counts with the model's tokenizer, streams them through
 /v1/completions or /v1/chat/completions with `ignore_eos` (so every request makes its full output
-length), paces them (concurrent streams, or constant/Poisson arrivals), keeps warm-up requests out
-of the measured window and times each request. Its own report is kept next to ours (guidellm.json).
+length), paces them (concurrent streams, or constant/Poisson arrivals) and times each request. The
+warm-up is marked here (`records`), and each request's error is given its class. GuideLLM's own
+report is kept next to ours (guidellm.json).
 """
 
 from __future__ import annotations

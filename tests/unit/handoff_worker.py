@@ -3,7 +3,11 @@ request, or breaks the contract on purpose when asked to."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from pipeline.workers.handoff import serve
@@ -19,7 +23,8 @@ class Echoed:
 class EchoRequest:
     result: ClassVar[type] = Echoed
     words: list[str]
-    misbehave: str = ""  # "": behave; "type": return the wrong class; "field": a count that is not an int
+    misbehave: str = ""  # "": behave; "type": return the wrong class; "field": a count that is not an int;
+    # "hang": start a child that writes its pid to the first word (a path), then wait forever
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +33,10 @@ class Other:
 
 
 def echo(request: EchoRequest) -> Echoed:
+    if request.misbehave == "hang":
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        Path(request.words[0]).write_text(str(child.pid))
+        time.sleep(600)
     if request.misbehave == "type":
         return Other(text="not what was declared")  # type: ignore[return-value]
     if request.misbehave == "field":

@@ -4,7 +4,9 @@ dataclass; a missing, unknown or mistyped field fails at the boundary, naming cl
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,19 @@ def test_a_worker_that_breaks_its_contract_fails(this_env, tmp_path, misbehave, 
         this_env.run_worker("tests.unit.handoff_worker", EchoRequest(words=["a"], misbehave=misbehave), tmp_path,
                             "w.log")
     assert says in str(info.value)  # from the worker's log tail
+
+
+def test_a_worker_past_its_time_limit_is_stopped_with_its_children(this_env, tmp_path):
+    pid_file = tmp_path / "child.pid"
+    with pytest.raises(ToolFailed, match="ran past its 3 s limit and was stopped with its children"):
+        this_env.run_worker("tests.unit.handoff_worker", EchoRequest(words=[str(pid_file)], misbehave="hang"),
+                            tmp_path, "w.log", timeout_s=3)
+    child = int(pid_file.read_text())
+    for _ in range(50):  # reaped by init once killed; give it a moment
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the worker's child {child} is still running")

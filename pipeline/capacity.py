@@ -97,7 +97,7 @@ def assess(load: LoadOutput, config: LoadConfig, slo: SLO, hardware: Hardware, m
 
     replicas = Interval(replicas_at(rps.estimate) or math.inf, replicas_at(rps.high), replicas_at(rps.low))
     replica_usd_per_hour = units * hardware.usd_per_hour
-    cost = tps.scaled(replica_usd_per_hour / 3600 * 1e6)
+    cost = tps.reciprocal(replica_usd_per_hour / 3600 * 1e6)
     unconfident = [o.metric for o in met.objectives if not o.confident]
     how_sure = ("every objective holds at its upper confidence bound" if not unconfident else
                 f"{', '.join(unconfident)} hold on the point estimate only (the {confidence:.0%} bound is above the"

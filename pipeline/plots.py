@@ -46,6 +46,8 @@ def _draw(ax, row: ReportRow, metric: str, name: str, label: str) -> None:
         if a != a:  # no upper bound with this many requests
             ax.annotate("", xy=(x, y * 1.25), xytext=(x, y), arrowprops={"arrowstyle": "->",
                                                                          "color": line[0].get_color()})
+            ax.update_datalim([(x, y * 1.25)])  # keep the arrow inside the axes
+    ax.autoscale_view()
 
 
 def _finish(ax, title: str, limit: float | None, xlabel: str) -> None:

@@ -38,7 +38,7 @@ class Interval:
         above = self.low is not None and other.high is not None and other.high < self.low
         return not (below or above)
 
-    def scaled(self, factor: float) -> "Interval":
+    def reciprocal(self, factor: float) -> "Interval":
         """The interval of `factor / x` for a positive factor (a cost from a throughput)."""
         def inv(x: float | None) -> float | None:
             return None if x is None or x <= 0 else factor / x

@@ -118,9 +118,9 @@ def test_judge_fails_a_level_above_the_error_budget():
 def test_intervals_overlap_and_invert():
     a, b, c = Interval(10, 8, 12), Interval(13, 11.5, 15), Interval(20, 16, None)
     assert a.overlaps(b) and b.overlaps(a) and not a.overlaps(c) and b.overlaps(Interval(1, None, 11.6))
-    cost = Interval(100.0, 80.0, 125.0).scaled(1000.0)
+    cost = Interval(100.0, 80.0, 125.0).reciprocal(1000.0)
     assert (cost.estimate, cost.low, cost.high) == (10.0, 8.0, 12.5)
-    assert Interval(100.0, None, 125.0).scaled(1000.0).high is None
+    assert Interval(100.0, None, 125.0).reciprocal(1000.0).high is None
 
 
 def open_loop(rate: float, n: int, service_s: float, tokens: int, servers: int = 1) -> LoadLevelRecords:

@@ -51,7 +51,7 @@ def capacity(tok_s: float = 50.0, spread: float = 0.01, met: bool = True,
     return Capacity(levels=[level], slo_level=level, reason="SLO met up to 4 streams",
                     output_tokens_per_s=throughput, requests_per_s=Interval(1.0, 0.9, 1.1),
                     accelerators_per_replica=1, replicas=Interval(2, 2, 2),
-                    usd_per_1m_tokens=throughput.scaled(USD_PER_HOUR / 3600 * 1e6), fleet_usd_per_hour=0.2)
+                    usd_per_1m_tokens=throughput.reciprocal(USD_PER_HOUR / 3600 * 1e6), fleet_usd_per_hour=0.2)
 
 
 def div(kld: float = 0.01, flip_rate: float = 0.02) -> dict:

@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--out", default="artifacts/benchmarks/load_check.json")
+    parser.add_argument("--vllm-first", action="store_true", help="run vLLM's client first in the cross-check")
     args = parser.parse_args()
     settings = Settings()
     recipe = load_recipe(REPO_ROOT / "recipes" / "demo.yaml")
@@ -108,8 +109,11 @@ def main() -> None:
     server, url, key = serve(settings, gguf, work / "server-crosscheck.log", args.concurrency)
     with server:
         config = LoadConfig(**base, seed=200)
+        if args.vllm_first:  # which client goes second on the same server can matter
+            vllm = vllm_bench(settings, config, url, key, model.model_dir, work)
         guidellm = ours(settings, config, url, key, model.model_dir, work / "crosscheck-guidellm")
-        vllm = vllm_bench(settings, config, url, key, model.model_dir, work)
+        if not args.vllm_first:
+            vllm = vllm_bench(settings, config, url, key, model.model_dir, work)
 
     def gap(metric: str) -> float:
         return round(guidellm[metric]["estimate"] / vllm[metric] - 1, 4)
@@ -120,7 +124,8 @@ def main() -> None:
         "repeats": repeats,
         "repeats_cover_each_other": {"output_tokens_per_s": covers("output_tokens_per_s"),
                                      "ttft_median_ms": covers("ttft_median_ms")},
-        "crosscheck": {"guidellm": guidellm, "vllm_bench_serve": vllm,
+        "crosscheck": {"order": "vllm first" if args.vllm_first else "guidellm first",
+                       "guidellm": guidellm, "vllm_bench_serve": vllm,
                        "relative_gap": {"output_tokens_per_s": gap("output_tokens_per_s"),
                                         "ttft_median_ms": gap("ttft_median_ms")}},
     }

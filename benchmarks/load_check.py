@@ -43,8 +43,7 @@ def serve(settings: Settings, gguf: Path, log: Path, slots: int) -> tuple[Server
 
 def ours(settings: Settings, config: LoadConfig, base_url: str, key: str, tokenizer: Path, out: Path) -> dict:
     job = load.request(config, base_url, key, "demo", tokenizer, out)
-    output = tool_env(load.ENV, settings.envs).run_worker(load.WORKER, job, out, "load.log",
-                                                         extra_env=load.GUIDELLM_ENV, timeout_s=1800)
+    output = load.generate(tool_env(load.ENV, settings.envs), job, out, timeout_s=1800)
     summary = summarize(output.levels[0], f"{config.levels[0]:g} streams")
     def plain(i: Interval) -> dict:
         return {"estimate": round(i.estimate, 3), "low": i.low and round(i.low, 3), "high": i.high and round(i.high, 3)}

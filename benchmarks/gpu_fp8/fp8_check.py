@@ -2,7 +2,7 @@
 activations through the FP8 tensor-core GEMM (torch._scaled_mm, row-wise scales), against the same
 quantized operands multiplied in fp32 on the CPU (what the CPU build emulates) and against the
 unquantized bf16 weights; then FP8 vs bf16 GEMM time at the demo's shapes and a large one."""
-import json, os, sys, time
+import json, os, sys
 import torch
 from safetensors.torch import load_file
 

@@ -56,6 +56,11 @@ def request(config: LoadConfig, base_url: str, api_key: str, served_model: str,
         warmup_requests=config.warmup_requests, request_timeout_s=config.request_timeout_s)
 
 
+def generate(env: ToolEnv, job: LoadRequest, workdir: Path, timeout_s: float) -> LoadOutput:
+    """Run the sweep `job` with GuideLLM in its environment; its log and report land in `workdir`."""
+    return env.run_worker(WORKER, job, workdir, "load.log", extra_env=GUIDELLM_ENV, timeout_s=timeout_s)
+
+
 def failed_requests(output: LoadOutput) -> int:
     return sum(not r.ok for level in output.levels for r in level.requests)
 
@@ -68,8 +73,7 @@ def run(engine: EngineContext, env: ToolEnv, store: Store, config: LoadConfig, t
         job = request(config, server.base_url, server.api_key, server.served_model, tokenizer, scratch)
         # The sweep's own time bound: every level at its limit, its warm-up and GuideLLM's start.
         limit = len(config.levels) * (config.max_seconds_per_level + 2 * config.request_timeout_s) + 300
-        output: LoadOutput = env.run_worker(WORKER, job, scratch, "load.log", timeout_s=limit,
-                                            extra_env=GUIDELLM_ENV)
+        output = generate(env, job, scratch, limit)
         write_json(scratch / RESULT_FILE, to_plain(output))
         if failed_requests(output):
             raise NotCached(output)

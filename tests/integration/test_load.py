@@ -52,7 +52,7 @@ def server(llamacpp, demo_gguf, tmp_path_factory):
 
 def sweep(env, base_url: str, tokenizer: Path, out: Path, api_key: str = API_KEY, **config) -> LoadOutput:
     job = load.request(LoadConfig(**config), base_url, api_key, "demo", tokenizer, out)
-    return env.run_worker(load.WORKER, job, out, "load.log", extra_env=load.GUIDELLM_ENV, timeout_s=600)
+    return load.generate(env, job, out, timeout_s=600)
 
 
 def test_concurrency_sweep_sends_the_recipes_workload(guidellm_env, server, tiny_model, tmp_path):

@@ -77,7 +77,7 @@ bench: setup
 	$(VENV)/bin/python -m benchmarks.gate_overhead --recipe recipes/demo.yaml --out artifacts/benchmarks/gate_overhead.json
 
 bench-load: setup
-	$(VENV)/bin/python -m benchmarks.load_check --out artifacts/benchmarks/load_check.json
+	$(VENV)/bin/python -m benchmarks.load_check --vllm-first --out artifacts/benchmarks/load_check.json
 
 plan: $(VENV)/.installed
 	$(QG) plan recipes/demo.yaml

@@ -1,14 +1,15 @@
 """Benchmark: is our load measurement right, and does it repeat? Two checks on llama-server serving
 the demo model (the packaged Q4_1 GGUF, one thread, four slots) on loopback:
 
-- run-to-run spread: the same sweep level on a fresh server `--repeats` times (new prompts each
-  time); each run's output-throughput and median-TTFT intervals should cover the others' estimates;
+- run-to-run spread: the same sweep level on a fresh server `--runs` times (new prompts each time),
+  each run measuring it in `--rounds` passes (`load.repeats`); each run's output-throughput and
+  median-TTFT intervals should cover the others' estimates;
 - cross-check: our GuideLLM sweep and vLLM's own `bench serve` (random prompts of the same token
   counts, the same concurrency, ignore_eos) on one server: output throughput and median TTFT should
   agree within 5%.
 
 Writes JSON to --out and prints a table. Needs `make setup` (the guidellm, llamacpp, transformers
-and vllm environments). Usage: python -m benchmarks.load_check [--repeats 3] [--concurrency 4]
+and vllm environments). Usage: python -m benchmarks.load_check [--runs 3] [--rounds 3] [--concurrency 4]
 """
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ def serve(settings: Settings, gguf: Path, log: Path, slots: int) -> tuple[Server
 def ours(settings: Settings, config: LoadConfig, base_url: str, key: str, tokenizer: Path, out: Path) -> dict:
     job = load.request(config, base_url, key, "demo", tokenizer, out)
     output = load.generate(tool_env(load.ENV, settings.envs), job, out, timeout_s=1800)
-    summary = summarize(output.levels[0], f"{config.levels[0]:g} streams")
+    summary = summarize(output.levels, f"{config.levels[0]:g} streams")  # one level, its rounds
     def plain(i: Interval) -> dict:
         return {"estimate": round(i.estimate, 3), "low": i.low and round(i.low, 3), "high": i.high and round(i.high, 3)}
-    return {"measured": summary.measured, "errors": summary.errors, "mean_in_flight": summary.mean_in_flight,
+    return {"rounds": summary.rounds, "measured": summary.measured, "errors": summary.errors, "mean_in_flight": summary.mean_in_flight,
             "output_tokens_per_s": plain(summary.output_tokens_per_s),
             "ttft_median_ms": plain(summary.latency_ms["ttft_ms"]["p50"]),
             "tpot_median_ms": plain(summary.latency_ms["tpot_ms"]["p50"])}
@@ -75,9 +76,11 @@ def vllm_bench(settings: Settings, config: LoadConfig, base_url: str, key: str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3, help="fresh server each run")
+    parser.add_argument("--rounds", type=int, default=3, help="passes within a run (load.repeats)")
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=16, help="measured requests per round")
+    parser.add_argument("--crosscheck-requests", type=int, default=32, help="0: no cross-check")
     parser.add_argument("--out", default="artifacts/benchmarks/load_check.json")
     parser.add_argument("--vllm-first", action="store_true", help="run vLLM's client first in the cross-check")
     args = parser.parse_args()
@@ -92,45 +95,52 @@ def main() -> None:
             "prompt_tokens": recipe.load.prompt_tokens.mean, "output_tokens": recipe.load.output_tokens.mean,
             "max_seconds_per_level": 1800}
 
-    repeats = []
-    for run in range(args.repeats):
-        server, url, key = serve(settings, gguf, work / f"server-repeat{run}.log", args.concurrency)
+    runs = []
+    for run in range(args.runs):
+        server, url, key = serve(settings, gguf, work / f"server-run{run}.log", args.concurrency)
         with server:
             started = time.monotonic()
-            repeats.append({**ours(settings, LoadConfig(**base, seed=100 + run), url, key, model.model_dir,
-                                   work / f"repeat{run}"), "seconds": round(time.monotonic() - started, 1)})
-        print(f"repeat {run}: {repeats[-1]['output_tokens_per_s']} tok/s, TTFT p50 {repeats[-1]['ttft_median_ms']}")
+            runs.append({**ours(settings, LoadConfig(**base, repeats=args.rounds, seed=100 + run), url, key,
+                                model.model_dir, work / f"run{run}"), "seconds": round(time.monotonic() - started, 1)})
+        print(f"run {run}: {runs[-1]['output_tokens_per_s']} tok/s, TTFT p50 {runs[-1]['ttft_median_ms']}")
 
     def covers(metric: str) -> bool:
         return all((r[metric]["low"] is None or r[metric]["low"] <= o[metric]["estimate"])
                    and (r[metric]["high"] is None or o[metric]["estimate"] <= r[metric]["high"])
-                   for r in repeats for o in repeats)
+                   for r in runs for o in runs)
 
+    result = {
+        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "workload": {**base, "rounds": args.rounds, "server": "llama-server, demo Q4_1 GGUF, 1 thread, parallel = concurrency"},
+        "runs": runs,
+        "runs_cover_each_other": {"output_tokens_per_s": covers("output_tokens_per_s"),
+                                  "ttft_median_ms": covers("ttft_median_ms")},
+    }
+    if args.crosscheck_requests:
+        result["crosscheck"] = crosscheck(settings, args, {**base, "requests_per_level": args.crosscheck_requests},
+                                          gguf, model.model_dir, work)
+    write_json(Path(args.out), result)
+    print(json.dumps({k: v for k, v in result.items() if k in ("runs_cover_each_other", "crosscheck")}, indent=2))
+
+
+def crosscheck(settings: Settings, args: argparse.Namespace, base: dict, gguf: Path, tokenizer: Path,
+               work: Path) -> dict:
+    """Our sweep and vLLM's client, one after the other, on one server."""
     server, url, key = serve(settings, gguf, work / "server-crosscheck.log", args.concurrency)
     with server:
-        config = LoadConfig(**base, seed=200)
+        config = LoadConfig(**base, repeats=1, seed=200)  # one pass, as vLLM's client sends
         if args.vllm_first:  # which client goes second on the same server can matter
-            vllm = vllm_bench(settings, config, url, key, model.model_dir, work)
-        guidellm = ours(settings, config, url, key, model.model_dir, work / "crosscheck-guidellm")
+            vllm = vllm_bench(settings, config, url, key, tokenizer, work)
+        guidellm = ours(settings, config, url, key, tokenizer, work / "crosscheck-guidellm")
         if not args.vllm_first:
-            vllm = vllm_bench(settings, config, url, key, model.model_dir, work)
+            vllm = vllm_bench(settings, config, url, key, tokenizer, work)
 
     def gap(metric: str) -> float:
         return round(guidellm[metric]["estimate"] / vllm[metric] - 1, 4)
 
-    result = {
-        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "workload": {**base, "server": "llama-server, demo Q4_1 GGUF, 1 thread, parallel = concurrency"},
-        "repeats": repeats,
-        "repeats_cover_each_other": {"output_tokens_per_s": covers("output_tokens_per_s"),
-                                     "ttft_median_ms": covers("ttft_median_ms")},
-        "crosscheck": {"order": "vllm first" if args.vllm_first else "guidellm first",
-                       "guidellm": guidellm, "vllm_bench_serve": vllm,
-                       "relative_gap": {"output_tokens_per_s": gap("output_tokens_per_s"),
-                                        "ttft_median_ms": gap("ttft_median_ms")}},
-    }
-    write_json(Path(args.out), result)
-    print(json.dumps({k: result[k] for k in ("repeats_cover_each_other", "crosscheck")}, indent=2))
+    return {"requests": base["requests_per_level"], "order": "vllm first" if args.vllm_first else "guidellm first",
+            "guidellm": guidellm, "vllm_bench_serve": vllm,
+            "relative_gap": {"output_tokens_per_s": gap("output_tokens_per_s"), "ttft_median_ms": gap("ttft_median_ms")}}
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pipeline.measure.latency import Interval, LevelVerdict, judge, summarize
+from pipeline.measure.latency import Interval, LevelVerdict, by_level, judge, summarize
 from pipeline.recipe.traffic import SLO, Hardware, LoadConfig
 from pipeline.workers.messages import LoadOutput
 
@@ -71,8 +71,9 @@ def accelerators(hardware: Hardware, memory: MemoryNeed | None) -> tuple[int | N
 
 def assess(load: LoadOutput, config: LoadConfig, slo: SLO, hardware: Hardware, memory: MemoryNeed | None,
            confidence: float = 0.95) -> Capacity:
-    levels = [judge(level, config.level_name(level.level), slo.percentile, slo.limits(), slo.max_error_rate,
-                    confidence) for level in sorted(load.levels, key=lambda lv: lv.level)]
+    rounds_per_level = by_level(load.levels)
+    levels = [judge(rounds, config.level_name(rounds[0].level), slo.percentile, slo.limits(), slo.max_error_rate,
+                    confidence) for rounds in rounds_per_level]
     if not levels:
         return Capacity(levels=[], slo_level=None, reason="no load level was measured")
     met = None
@@ -85,7 +86,8 @@ def assess(load: LoadOutput, config: LoadConfig, slo: SLO, hardware: Hardware, m
     units, too_big = accelerators(hardware, memory)
     if units is None:
         return Capacity(levels=levels, slo_level=met, memory=memory, reason=f"does not fit a replica: {too_big}")
-    summary = summarize(next(lv for lv in load.levels if lv.level == met.level), met.label, confidence)
+    summary = summarize(next(rounds for rounds in rounds_per_level if rounds[0].level == met.level), met.label,
+                        confidence)
     rps, tps = summary.requests_per_s, summary.output_tokens_per_s
     if rps.estimate <= 0 or tps.estimate <= 0:
         return Capacity(levels=levels, slo_level=met, memory=memory,

@@ -208,7 +208,8 @@ def print_load(report, recipe) -> None:
             verdict = verdicts.get(level.level)
             errors = ", ".join(f"{n} {cls}" for cls, n in level.errors.items()) or "0"
             latencies = [_fmt(_at(level, metric, slo.percentile), 0) for metric in ("ttft_ms", "tpot_ms", "e2e_ms")]
-            table.add_row(escape(row.variant), escape(level.label), str(level.measured), escape(errors), *latencies,
+            requests = f"{level.measured}" + (f" in {level.rounds} passes" if level.rounds > 1 else "")
+            table.add_row(escape(row.variant), escape(level.label), requests, escape(errors), *latencies,
                           _interval(level.output_tokens_per_s, 1), _fmt(verdict.goodput_rps if verdict else None, 2),
                           "[green]met[/]" if verdict and verdict.met else "[red]missed[/]")
     console.print(table)

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from pipeline.artifacts import write_json
 from pipeline.capacity import Capacity
-from pipeline.measure.latency import LevelSummary, summarize
+from pipeline.measure.latency import LevelSummary, by_level, summarize
 from pipeline.measure.parity import ParityResult
 from pipeline.promote import Decision
 from pipeline.variant import VariantResult
@@ -128,7 +128,8 @@ def build(recipe_name: str, recipe_hash: str, tasks: list[str], results: list[Va
             score=score, delta=delta, delta_upper=delta_upper, flips=flips,
             uninformative={t: i.reason for t, i in verdict.informative.items() if not i.informative},
             divergence=result.divergence, parity=result.parity if result.reference else None,
-            load=[summarize(level, level_name(level.level), slo_percentile=slo_percentile) for level in sorted(result.load.levels, key=lambda lv: lv.level)]
+            load=[summarize(rounds, level_name(rounds[0].level), slo_percentile=slo_percentile)
+                  for rounds in by_level(result.load.levels)]
             if result.load else [],
             capacity=capacities.get(result.name),
             usd_per_1m_tokens=verdict.usd_per_1m_tokens, passed=verdict.passed, promoted=verdict.promoted,

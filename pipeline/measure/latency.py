@@ -6,6 +6,12 @@ statistics text): the p95 of 24 requests has no finite upper bound at 95% confid
 summary says so instead of inventing one. Throughput is the tokens each request produced per second
 of its own latency, resampled over requests (scipy's bootstrap), times the mean number of requests
 in flight during the measured window (Little's law).
+
+Those intervals resample the requests of one pass; they do not see what changes between passes (a
+busy neighbour on a shared host, the phase pattern streams lock into). With `load.repeats` of 2 or
+more, each level is measured in several rounds spread over the run, and every interval is widened to
+hold the t-interval over the rounds' own estimates too (independent replications, as in any
+simulation-output text).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ class Interval:
 class LevelSummary:
     level: float
     label: str
+    rounds: int = 1  # passes through the sweep this level was measured in
     measured: int  # requests whose start fell in the measured window
     cancelled: int  # still open when the level hit its time limit (not counted as errors)
     succeeded: int
@@ -97,6 +104,24 @@ def percentile(values: Sequence[float], q: float, confidence: float) -> Interval
     low = float(ordered[r - 1]) if r >= 1 else None
     high = float(ordered[s - 1]) if s <= n else None
     return Interval(estimate, low, high)
+
+
+def replicated(pooled: Interval, per_round: Sequence[float], confidence: float) -> Interval:
+    """`pooled` widened to the t-interval of the mean of the rounds' estimates (one round: unchanged).
+    Everything measured here (latency, throughput) is non-negative, so the bound stops at 0."""
+    if len(per_round) < 2:
+        return pooled
+    values = np.asarray(per_round, dtype=float)
+    half = float(stats.t.ppf((1 + confidence) / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+    low, high = max(0.0, float(values.mean()) - half), float(values.mean()) + half
+    return Interval(pooled.estimate, None if pooled.low is None else min(pooled.low, low, pooled.estimate),
+                    None if pooled.high is None else max(pooled.high, high, pooled.estimate))
+
+
+def percentile_over(rounds: Sequence[Sequence[float]], q: float, confidence: float) -> Interval:
+    """The q-quantile of every round's values pooled, its interval holding the spread between rounds."""
+    pooled = percentile([v for values in rounds for v in values], q, confidence)
+    return replicated(pooled, [float(np.quantile(values, q)) for values in rounds if len(values)], confidence)
 
 
 def per_request_ms(record: RequestRecord) -> dict[str, float | None]:
@@ -148,62 +173,93 @@ def cancelled(level: LoadLevelRecords) -> int:
     return sum(r.error_class == CANCELLED for r in level.requests)
 
 
-def summarize(level: LoadLevelRecords, label: str, confidence: float = 0.95, seed: int = 0,
+def by_level(levels: Sequence[LoadLevelRecords]) -> list[list[LoadLevelRecords]]:
+    """The sweep's records grouped per load level, lightest first, each level's rounds in order."""
+    grouped: dict[float, list[LoadLevelRecords]] = {}
+    for level in sorted(levels, key=lambda lv: (lv.level, lv.round)):
+        grouped.setdefault(level.level, []).append(level)
+    return list(grouped.values())
+
+
+def _duration(level: LoadLevelRecords) -> float:
+    return max(level.window_end_s - level.window_start_s, 1e-9)
+
+
+def _busy_seconds(level: LoadLevelRecords) -> float:
+    """Request-seconds in flight during the measured window (a warm-up request still running holds a
+    slot too)."""
+    return sum(max(0.0, min(r.end_s, level.window_end_s) - max(r.start_s, level.window_start_s))
+               for r in level.requests)
+
+
+def _throughput(rounds: Sequence[LoadLevelRecords], confidence: float, seed: int) -> tuple[Interval, Interval]:
+    """Output tokens/s and requests/s over the rounds' measured windows together."""
+    ok = [r for level in rounds for r in measured(level) if r.ok]
+    if not ok:
+        return Interval(0.0, 0.0, 0.0), Interval(0.0, 0.0, 0.0)
+    duration = sum(_duration(level) for level in rounds)
+    in_flight = sum(_busy_seconds(level) for level in rounds) / duration
+    seconds = np.array([r.end_s - r.start_s for r in ok], dtype=float)
+    tokens = np.array([r.output_tokens or 0 for r in ok], dtype=float)
+    output_tps = _ratio_interval(tokens, seconds, in_flight, confidence, seed)
+    requests_ps = _ratio_interval(np.ones_like(seconds), seconds, in_flight, confidence, seed)
+    if not rounds[0].closed_loop:
+        # Arrivals do not wait for completions: what completed per second of the window is the
+        # throughput (Little's law needs a steady state a saturated queue never reaches).
+        output_tps = _rescaled(output_tps, float(tokens.sum()) / duration)
+        requests_ps = _rescaled(requests_ps, len(ok) / duration)
+    return output_tps, requests_ps
+
+
+def summarize(rounds: Sequence[LoadLevelRecords], label: str, confidence: float = 0.95, seed: int = 0,
               slo_percentile: float | None = None) -> LevelSummary:
-    """The level's figures; `slo_percentile` (e.g. 97.5) is added to p50/p90/p95/p99 when it is not one."""
+    """The figures of one level from its rounds (one per pass through the sweep); `slo_percentile`
+    (e.g. 97.5) is added to p50/p90/p95/p99 when it is not one."""
     quantiles = dict(QUANTILES)
     if slo_percentile is not None:
         quantiles[f"p{slo_percentile:g}"] = slo_percentile / 100
-    records = measured(level)
+    records = [r for level in rounds for r in measured(level)]
     ok = [r for r in records if r.ok]
     errors: dict[str, int] = {}
     for r in records:
         if not r.ok:
             errors[r.error_class or "other"] = errors.get(r.error_class or "other", 0) + 1
-    duration = max(level.window_end_s - level.window_start_s, 1e-9)
-    # every request open during the window counts (a warm-up request still running holds a slot too)
-    in_flight = sum(max(0.0, min(r.end_s, level.window_end_s) - max(r.start_s, level.window_start_s))
-                    for r in level.requests) / duration
-    seconds = np.array([r.end_s - r.start_s for r in ok], dtype=float)
-    tokens = np.array([r.output_tokens or 0 for r in ok], dtype=float)
-    if len(ok):
-        output_tps = _ratio_interval(tokens, seconds, in_flight, confidence, seed)
-        requests_ps = _ratio_interval(np.ones_like(seconds), seconds, in_flight, confidence, seed)
-        if not level.closed_loop:
-            # Arrivals do not wait for completions: what completed per second of the window is the
-            # throughput (Little's law needs a steady state a saturated queue never reaches).
-            output_tps = _rescaled(output_tps, float(tokens.sum()) / duration)
-            requests_ps = _rescaled(requests_ps, len(ok) / duration)
-    else:
-        output_tps = requests_ps = Interval(0.0, 0.0, 0.0)
+    duration = sum(_duration(level) for level in rounds)
+    output_tps, requests_ps = _throughput(rounds, confidence, seed)
+    if len(rounds) > 1:
+        per_round = [_throughput([level], confidence, seed) for level in rounds]
+        output_tps = replicated(output_tps, [tps.estimate for tps, _ in per_round], confidence)
+        requests_ps = replicated(requests_ps, [rps.estimate for _, rps in per_round], confidence)
     latency: dict[str, dict[str, Interval]] = {}
     for metric in METRICS:
-        values = _samples(records, metric)
-        if values:
-            latency[metric] = {name: percentile(values, q, confidence) for name, q in quantiles.items()}
+        values = [_samples(measured(level), metric) for level in rounds]
+        if any(values):
+            latency[metric] = {name: percentile_over(values, q, confidence) for name, q in quantiles.items()}
     prompts = [r.prompt_tokens for r in ok if r.prompt_tokens is not None]
     return LevelSummary(
-        level=level.level, label=label, measured=len(records), cancelled=cancelled(level), succeeded=len(ok),
-        errors=errors,
+        level=rounds[0].level, label=label, rounds=len(rounds), measured=len(records),
+        cancelled=sum(cancelled(level) for level in rounds), succeeded=len(ok), errors=errors,
         error_rate=round(1 - len(ok) / len(records), 4) if records else 1.0, duration_s=round(duration, 3),
-        mean_in_flight=round(in_flight, 3), requests_per_s=requests_ps, output_tokens_per_s=output_tps,
+        mean_in_flight=round(sum(_busy_seconds(level) for level in rounds) / duration, 3),
+        requests_per_s=requests_ps, output_tokens_per_s=output_tps,
         mean_prompt_tokens=round(float(np.mean(prompts)), 1) if prompts else None,
-        mean_output_tokens=round(float(tokens.mean()), 2) if len(ok) else None,
+        mean_output_tokens=round(float(np.mean([r.output_tokens or 0 for r in ok])), 2) if ok else None,
         latency_ms=latency, first_error=next((r.error for r in records if not r.ok), None),
     )
 
 
-def judge(level: LoadLevelRecords, label: str, percentile_q: float, limits: dict[str, float], max_error_rate: float,
-          confidence: float = 0.95) -> LevelVerdict:
-    """Whether the SLO holds at this level: every objective's percentile within its limit, errors within
-    the allowed rate. Goodput counts the requests that met every per-request objective."""
-    records = measured(level)
+def judge(rounds: Sequence[LoadLevelRecords], label: str, percentile_q: float, limits: dict[str, float],
+          max_error_rate: float, confidence: float = 0.95) -> LevelVerdict:
+    """Whether the SLO holds at this level (all its rounds together): every objective's percentile within
+    its limit, errors within the allowed rate. Goodput counts the requests that met every per-request
+    objective."""
+    records = [r for level in rounds for r in measured(level)]
     ok = [r for r in records if r.ok]
     error_rate = 1 - len(ok) / len(records) if records else 1.0
     objectives = []
     for metric, limit in limits.items():
-        values = _samples(records, metric)
-        value = percentile(values, percentile_q / 100, confidence) if values else None
+        values = [_samples(measured(level), metric) for level in rounds]
+        value = percentile_over(values, percentile_q / 100, confidence) if any(values) else None
         objectives.append(ObjectiveCheck(
             metric=metric, value=value, limit=limit, met=value is not None and value.estimate <= limit,
             confident=value is not None and value.high is not None and value.high <= limit))
@@ -213,7 +269,7 @@ def judge(level: LoadLevelRecords, label: str, percentile_q: float, limits: dict
         if all((figures.get(m) is not None and figures[m] <= limit)  # type: ignore[operator]
                for m, limit in limits.items()):
             good += 1
-    duration = max(level.window_end_s - level.window_start_s, 1e-9)
+    duration = sum(_duration(level) for level in rounds)
     met = bool(records) and error_rate <= max_error_rate and all(o.met for o in objectives)
     missed = [f"p{percentile_q:g} {o.metric.removesuffix('_ms').upper()} "
               + (f"{o.value.estimate:.0f} ms > {o.limit:.0f} ms" if o.value else "not measured (no request succeeded)")
@@ -228,5 +284,5 @@ def judge(level: LoadLevelRecords, label: str, percentile_q: float, limits: dict
         reason = f"{label}: " + (", ".join(f"p{percentile_q:g} {o.metric.removesuffix('_ms').upper()}"
                                            f" {o.value.estimate:.0f} ms ≤ {o.limit:.0f} ms"  # type: ignore[union-attr]
                                            for o in objectives) or "no latency objective set")
-    return LevelVerdict(level=level.level, label=label, met=met, objectives=objectives, error_rate=round(error_rate, 4),
+    return LevelVerdict(level=rounds[0].level, label=label, met=met, objectives=objectives, error_rate=round(error_rate, 4),
                         max_error_rate=max_error_rate, goodput_rps=round(good / duration, 4), reason=reason)

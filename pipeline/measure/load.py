@@ -51,7 +51,7 @@ def request(config: LoadConfig, base_url: str, api_key: str, served_model: str,
         base_url=base_url, api_key=api_key, served_model=served_model, tokenizer=str(tokenizer.resolve()), out=str(out),
         api=config.api, prompt_tokens=_lengths(config.prompt_tokens), output_tokens=_lengths(config.output_tokens),
         prompts_file=str(config.prompts_file) if config.prompts_file else None, shared_prefix_tokens=config.shared_prefix_tokens,
-        seed=config.seed, profile=config.profile, levels=list(config.levels), arrivals=config.arrivals,
+        seed=config.seed, profile=config.profile, levels=list(config.levels), repeats=config.repeats, arrivals=config.arrivals,
         requests_per_level=config.requests_per_level, max_seconds_per_level=config.max_seconds_per_level,
         warmup_requests=config.warmup_requests, request_timeout_s=config.request_timeout_s)
 
@@ -72,7 +72,7 @@ def run(engine: EngineContext, env: ToolEnv, store: Store, config: LoadConfig, t
     with store.building(STAGE, load_key) as scratch:
         job = request(config, server.base_url, server.api_key, server.served_model, tokenizer, scratch)
         # The sweep's own time bound: every level at its limit, its warm-up and GuideLLM's start.
-        limit = len(config.levels) * (config.max_seconds_per_level + 2 * config.request_timeout_s) + 300
+        limit = config.repeats * len(config.levels) * (config.max_seconds_per_level + 2 * config.request_timeout_s) + 300
         output = generate(env, job, scratch, limit)
         write_json(scratch / RESULT_FILE, to_plain(output))
         if failed_requests(output):

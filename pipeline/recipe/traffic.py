@@ -57,10 +57,13 @@ class LoadConfig(Strict):
     profile: Literal["concurrency", "rate"] = Field(
         "concurrency", description="levels are concurrent streams, or request rates in requests/s")
     levels: list[float] = Field([1, 2, 4], min_length=1)
+    repeats: int = Field(
+        3, ge=1, le=10, description="passes through the levels (1, 2, 4, 1, 2, 4, ...); with 2 or more every"
+                                    " interval also holds the spread between passes")
     arrivals: Literal["constant", "poisson"] = Field("poisson", description="rate profile only")
-    requests_per_level: int = Field(24, ge=2)
+    requests_per_level: int = Field(8, ge=2, description="measured requests per level, in each pass")
     max_seconds_per_level: float = Field(120, gt=0, description="a level ends at this or its request count")
-    warmup_requests: int = Field(2, ge=0, description="per level, sent first and not measured")
+    warmup_requests: int = Field(2, ge=0, description="per stream at each level (per level for rates), in each pass; sent first, not measured")
     request_timeout_s: float = Field(120, gt=0, description="a request still open after this counts as an error")
 
     @model_validator(mode="after")

@@ -66,16 +66,8 @@ def subtask(name: str, cfg: dict[str, Any], yaml_path: Path | None, cwd: str) ->
                        filters=filters, data=data, data_detail=detail, files=config_files + data_files)
 
 
-def _with_include(member: dict[str, Any], group_yaml: Path | None) -> dict[str, Any]:
-    """An inline member's config with its `include:` merged under it (its own keys win), as lm-eval
-    builds it; the include is relative to the group's YAML."""
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    include = member.get("include")
-    if not include or group_yaml is None:
-        return member
-    base = load_yaml(Path(group_yaml).parent / include, resolve_func=False)
-    return {**base, **{k: v for k, v in member.items() if k != "include"}}
+class UnsupportedTask(Exception):
+    """A task config lm-eval indexes but cannot build."""
 
 
 def _members(manager: Any, name: str, cwd: str, seen: set[str]) -> list[SubtaskInfo]:
@@ -91,9 +83,16 @@ def _members(manager: Any, name: str, cwd: str, seen: set[str]) -> list[SubtaskI
     members = sorted(entry.tags) if entry.kind == Kind.TAG else (entry.cfg or {}).get("task", [])
     out = []
     for member in members if isinstance(members, list) else [members]:
-        if isinstance(member, dict):  # an inline task config inside the group
-            config = _with_include(member, entry.yaml_path)
-            out.append(subtask(config.get("task", "?"), config, entry.yaml_path, cwd))
+        if isinstance(member, dict) and member.get("task") in manager.task_index:
+            out += _members(manager, member["task"], cwd, seen)  # a registered task with overrides
+        elif isinstance(member, dict):  # an inline task config inside the group
+            if "include" in member:  # lm-eval builds an inline member from its own keys only
+                raise UnsupportedTask(
+                    f"{entry.yaml_path}: group {name}'s inline task {member.get('task')!r} uses include:, which"
+                    " lm-eval does not resolve inside a group; give it its own YAML (include works there) and"
+                    " list its name in the group")
+            # lm-eval names an inline member after its group
+            out.append(subtask(f"{name}::{member.get('task', '?')}", member, entry.yaml_path, cwd))
         elif member in manager.task_index:
             out += _members(manager, member, cwd, seen)
     return out
@@ -126,8 +125,13 @@ def _find(manager: Any, query: TaskQuery) -> TaskInfo:
                         include_path=None, cwd=cwd, subtasks=[],
                         close=difflib.get_close_matches(str(name), manager.all_tasks, n=3, cutoff=0.6))
     kind = {Kind.GROUP: "group", Kind.TAG: "tag"}.get(entry.kind, "task")
+    try:
+        members = _members(manager, name, cwd or os.getcwd(), set())
+    except UnsupportedTask as exc:
+        return TaskInfo(index=query.index, error=str(exc), kind=kind, spec="", include_path=None, cwd=cwd,
+                        subtasks=[])
     return TaskInfo(index=query.index, error=None, kind=kind, spec=name, include_path=cwd or None,
-                    cwd=cwd or os.getcwd(), subtasks=_members(manager, name, cwd or os.getcwd(), set()))
+                    cwd=cwd or os.getcwd(), subtasks=members)
 
 
 def lookup(request: TaskLookupRequest) -> TaskLookup:

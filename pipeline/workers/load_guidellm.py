@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,8 @@ def data_spec(request: LoadRequest, workdir: Path, level_index: int = 0) -> dict
     """Synthetic text of the recipe's lengths, or the recipe's prompts (as GuideLLM's columns).
 
     GuideLLM replays a file from its first row at every level, which a server's prompt cache would
-    answer from memory; so each level gets the file rotated to the rows after the previous level's."""
+    answer from memory; so each benchmark (a level in one pass) gets the file rotated to the rows after
+    the previous one's."""
     if request.prompts_file:
         rows = [json.loads(line) for line in Path(request.prompts_file).read_text().splitlines() if line.strip()]
         sent = request.requests_per_level + warmup_count(request, max(request.levels))
@@ -133,9 +134,10 @@ def warmup_count(request: LoadRequest, level: float) -> int:
     return request.warmup_requests * (int(level) if request.profile == "concurrency" else 1)
 
 
-def records(report: dict[str, Any], request: LoadRequest, levels: list[float]) -> list[LoadLevelRecords]:
+def records(report: dict[str, Any], request: LoadRequest, levels: list[float],
+            rounds: list[int]) -> list[LoadLevelRecords]:
     out = []
-    for level, benchmark in zip(levels, report["benchmarks"]):
+    for level, round_, benchmark in zip(levels, rounds, report["benchmarks"]):
         requests = benchmark["requests"]
         rows = [_record(r, True) for r in requests["successful"]]
         rows += [_record(r, False) for r in requests["errored"] + requests["incomplete"]]
@@ -143,9 +145,29 @@ def records(report: dict[str, Any], request: LoadRequest, levels: list[float]) -
         skip = warmup_count(request, level)
         rows = [replace(r, warmup=True) for r in rows[:skip]] + rows[skip:]
         timed = [r for r in rows[skip:] if r.error_class != CANCELLED] or rows
-        out.append(LoadLevelRecords(level=level, closed_loop=request.profile == "concurrency", window_start_s=min(r.start_s for r in timed) if timed else 0.0,
+        out.append(LoadLevelRecords(level=level, round=round_, closed_loop=request.profile == "concurrency",
+                                    window_start_s=min(r.start_s for r in timed) if timed else 0.0,
                                     window_end_s=max(r.end_s for r in timed) if timed else 0.0, requests=rows))
     return out
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    index: int  # position in the whole sweep
+    round: int
+    level: float
+
+
+def invocations(request: LoadRequest) -> list[list[Benchmark]]:
+    """The sweep's benchmarks grouped by GuideLLM invocation.
+
+    Each pass goes through every level (1, 2, 4, 1, 2, 4): a level's rounds are spread over the run,
+    so they see what drifts in it; each benchmark draws new prompts from the seeded generator. One
+    invocation for the whole sweep (GuideLLM's start costs ~15 s); one per benchmark with a prompts
+    file, which GuideLLM would replay from its first row."""
+    plan = [Benchmark(index, round_, level) for index, (round_, level) in
+            enumerate((r, lv) for r in range(request.repeats) for lv in request.levels)]
+    return [plan] if not request.prompts_file else [[benchmark] for benchmark in plan]
 
 
 def sweep(request: LoadRequest) -> LoadOutput:
@@ -155,15 +177,16 @@ def sweep(request: LoadRequest) -> LoadOutput:
 
     started = time.monotonic()
     workdir = Path(request.out)
-    # One invocation for the whole sweep (GuideLLM's start costs ~15 s); one per level for a prompts file.
-    runs = [(0, request.levels)] if not request.prompts_file else [(i, [lv]) for i, lv in enumerate(request.levels)]
+    runs = invocations(request)
     levels: list[LoadLevelRecords] = []
-    for index, run_levels in runs:
-        name = REPORT if len(runs) == 1 else f"guidellm-{index}.json"
-        spec, overrides = scenario_spec(request, workdir, run_levels, index, name)
+    for run in runs:
+        first = run[0].index
+        name = REPORT if len(runs) == 1 else f"guidellm-{first}.json"
+        run_levels, run_rounds = [b.level for b in run], [b.round for b in run]
+        spec, overrides = scenario_spec(request, workdir, run_levels, first, name)
         scenario = BenchmarkScenario.create(scenario=None, spec=spec, benchmarks=overrides)
         asyncio.run(benchmark_generative_text(args=scenario, progress=False, console=None))
-        levels += records(json.loads((workdir / name).read_text()), request, run_levels)
+        levels += records(json.loads((workdir / name).read_text()), request, run_levels, run_rounds)
     return LoadOutput(levels=levels, generator=f"guidellm=={metadata.version('guidellm')}",
                       seconds=round(time.monotonic() - started, 1))
 

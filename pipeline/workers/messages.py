@@ -199,6 +199,7 @@ class LoadLevelRecords:
     window_start_s: float
     window_end_s: float
     requests: list[RequestRecord]
+    round: int = 0  # which pass through the sweep (load.repeats)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -369,6 +370,7 @@ class LoadRequest:
     seed: int
     profile: str  # concurrency | rate
     levels: list[float]
+    repeats: int  # passes through the levels, each level measured once per pass
     arrivals: str  # constant | poisson
     requests_per_level: int
     max_seconds_per_level: float

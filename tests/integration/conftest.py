@@ -96,16 +96,24 @@ metric_list:
     ignore_punctuation: true
 """
 
+GROUP = """\
+# A group of two choice tasks: the second is the first's YAML under another name (length_again.yaml).
+group: qg_lengths
+task: [qg_length, qg_length_again]
+"""
+
 WORDS = ["cat", "house", "river", "green", "table", "music", "stone", "light", "paper", "water", "apple", "cloud"]
 
 
 @pytest.fixture(scope="session")
 def user_tasks(tmp_path_factory) -> Path:
-    """A user's own task folder outside the repository: a choice task and a generative one, their
-    data files next to them (relative paths, as a user writes them)."""
+    """A user's own task folder outside the repository: a choice task, a generative one and a group,
+    their data files next to them (relative paths, as a user writes them)."""
     folder = tmp_path_factory.mktemp("my-tasks")
     (folder / "length.yaml").write_text(LENGTH_TASK)
     (folder / "echo.yaml").write_text(ECHO_TASK)
+    (folder / "lengths.yaml").write_text(GROUP)
+    (folder / "length_again.yaml").write_text("include: length.yaml\ntask: qg_length_again\n")
     with open(folder / "length.jsonl", "w") as handle:
         for i, word in enumerate(WORDS * 2):
             choices = [f" {word}", f" {word} and then some more words that go on"]

@@ -51,7 +51,7 @@ def server(llamacpp, demo_gguf, tmp_path_factory):
 
 
 def sweep(env, base_url: str, tokenizer: Path, out: Path, api_key: str = API_KEY, **config) -> LoadOutput:
-    job = load.request(LoadConfig(**config), base_url, api_key, "demo", tokenizer, out)
+    job = load.request(LoadConfig(**{"repeats": 1, **config}), base_url, api_key, "demo", tokenizer, out)
     return load.generate(env, job, out, timeout_s=600)
 
 
@@ -68,7 +68,7 @@ def test_concurrency_sweep_sends_the_recipes_workload(guidellm_env, server, tiny
         assert {r.prompt_tokens for r in records} == {48}  # exact, in the model's tokenizer
         assert {r.output_tokens for r in records} == {12}  # ignore_eos: the full length every time
         assert all(r.start_s < r.first_token_s <= r.last_token_s <= r.end_s for r in records)
-    one, two = (summarize(level, str(level.level)) for level in output.levels)
+    one, two = (summarize([level], str(level.level)) for level in output.levels)
     assert 0.8 < one.mean_in_flight <= 1.05 and 1.5 < two.mean_in_flight <= 2.05
     assert (tmp_path / "guidellm.json").is_file()
 
@@ -99,7 +99,7 @@ def test_a_wrong_api_key_is_counted_as_http_4xx_and_no_level_meets_the_slo(guide
     config = {"levels": [1], "requests_per_level": 4, "warmup_requests": 0, "prompt_tokens": 16, "output_tokens": 4}
     output = sweep(guidellm_env, server.ready_url.removesuffix("/health"), tiny_model, tmp_path, api_key="wrong",
                    **config)
-    summary = summarize(output.levels[0], "1 stream")
+    summary = summarize([output.levels[0]], "1 stream")
     assert summary.succeeded == 0 and set(summary.errors) == {"http_4xx"} and summary.error_rate == 1.0
     assert "401" in summary.first_error
     capacity = assess(output, LoadConfig(**config), SLO(ttft_ms=1000), Hardware(name="ci", usd_per_hour=1), None)
@@ -160,7 +160,7 @@ def test_a_server_killed_mid_sweep_leaves_connection_errors_not_a_crash(guidellm
     finally:
         done.set()
         victim.stop()
-    summaries = [summarize(level, str(level.level)) for level in output.levels]
+    summaries = [summarize([level], str(level.level)) for level in output.levels]
     assert summaries[0].succeeded >= 1  # it served until it was killed
     errors = {cls for s in summaries for cls in s.errors}
     assert errors and errors <= {"connection", "other"} and "connection" in errors

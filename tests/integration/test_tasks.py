@@ -88,8 +88,8 @@ def test_a_group_is_gated_per_member_or_pooled_as_the_recipe_says(tmp_path, tiny
     for item in user_tasks.iterdir():
         (folder / item.name).symlink_to(item)
     (folder / "both.yaml").write_text("group: qg_both\ntask: [qg_length, qg_echo]\n")
-    (folder / "lengths.yaml").write_text("group: qg_lengths\ntask:\n  - qg_length\n"
-                                         "  - {task: qg_length_again, include: length.yaml}\n")
+    # an inline member with include: lm-eval indexes it, then fails to build it mid-run
+    (folder / "inline.yaml").write_text("group: qg_inline\ntask:\n  - {task: qg_again, include: length.yaml}\n")
     recipe = load_recipe(write(tmp_path, tiny_model, [
         {"path": str(folder), "task": "qg_lengths"},
         {"path": str(folder), "task": "qg_lengths", "name": "pooled", "gate": "aggregate"}]))
@@ -100,3 +100,6 @@ def test_a_group_is_gated_per_member_or_pooled_as_the_recipe_says(tmp_path, tiny
     with pytest.raises(Exception) as info:  # a group mixing choice and generated answers has no one metric
         load_recipe(write(tmp_path, tiny_model, [{"path": str(folder), "task": "qg_both"}]))
     assert "evals.tasks[0]: qg_both mixes output types (generate_until, multiple_choice)" in str(info.value)
+    with pytest.raises(Exception) as info:
+        load_recipe(write(tmp_path, tiny_model, [{"path": str(folder), "task": "qg_inline"}]))
+    assert "group qg_inline's inline task 'qg_again' uses include:" in str(info.value)

@@ -56,7 +56,7 @@ def recipe_path(tmp_path_factory, tiny_model, user_tasks) -> Path:
         "engines": {"vllm": {"max_model_len": 512, "max_num_seqs": 4, "cpu_kv_cache_gib": 1}},
         "calibration": {"source": "builtin", "samples": 8, "max_seq_len": 64},
         "evals": {"tasks": ["agreement", *user_task_refs(user_tasks)], "limit": EVAL_LIMIT},
-        "load": {"levels": [2], "requests_per_level": 4, "prompt_tokens": 32, "output_tokens": 8},
+        "load": {"levels": [2], "repeats": 1, "requests_per_level": 4, "prompt_tokens": 32, "output_tokens": 8},
         "slo": {"ttft_ms": 60000},
         "divergence": {"windows": 2, "window_tokens": DIVERGENCE_TOKENS},
         "gates": {"max_accuracy_drop": 0.1, "bootstrap_iters": 1000, "max_kld": 5.0, "max_flip_rate": 1.0},

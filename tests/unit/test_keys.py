@@ -89,6 +89,7 @@ CHANGES = [
     ("divergence-windows", lambda d: d["divergence"].update(windows=2), ("divergence",), LLAMACPP + VLLM),
     ("parity-tokens", lambda d: d.update(parity={"tokens": 128}), ("parity",), LLAMACPP + VLLM),
     ("load-requests", lambda d: d["load"].update(requests_per_level=8), ("load",), LLAMACPP + VLLM),
+    ("load-repeats", lambda d: d["load"].update(repeats=2), ("load",), LLAMACPP + VLLM),
     ("gates", lambda d: d["gates"].update(max_accuracy_drop=0.05), (), ()),
     ("slo", lambda d: d["slo"].update(ttft_ms=100), (), ()),
     ("hardware", lambda d: d["hardware"].update(usd_per_hour=9.0, target_qps=20), (), ()),

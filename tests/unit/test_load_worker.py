@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.measure import load
 from pipeline.recipe.traffic import LoadConfig
-from pipeline.workers.load_guidellm import error_class, records, scenario_spec
+from pipeline.workers.load_guidellm import error_class, invocations, records, scenario_spec
 
 
 def request(tmp_path, **config):
@@ -66,8 +66,31 @@ def test_records_mark_the_first_request_of_each_stream_as_warmup_and_time_the_re
         "successful": [_stats(0.0, 1.0), _stats(0.0, 1.1), _stats(1.0, 2.0), _stats(1.1, 2.1)],
         "errored": [_stats(2.0, 2.5, ok=False, error="ReadTimeout('')", status="errored")],
         "incomplete": [_stats(2.1, 3.0, ok=False, error="Request was cancelled", status="cancelled")]}}
-    [level] = records({"benchmarks": [benchmark]}, request(tmp_path, levels=[2], warmup_requests=1), [2.0])
+    [level] = records({"benchmarks": [benchmark]}, request(tmp_path, levels=[2], warmup_requests=1), [2.0], [0])
     assert [r.warmup for r in level.requests] == [True, True, False, False, False, False]
     assert (level.window_start_s, level.window_end_s) == (1.0, 2.5)  # the cancelled one does not stretch it
     assert [r.error_class for r in level.requests] == [None, None, None, None, "timeout", "cancelled"]
     assert level.requests[2].first_token_s == pytest.approx(1.1) and level.requests[2].output_tokens == 4
+
+
+def test_repeats_pass_through_every_level_in_turn(tmp_path):
+    [run] = invocations(request(tmp_path, levels=[1, 4], repeats=3))
+    assert [(b.round, b.level) for b in run] == [(0, 1), (0, 4), (1, 1), (1, 4), (2, 1), (2, 4)]
+    spec, overrides = scenario_spec(request(tmp_path, levels=[1, 4], repeats=3, requests_per_level=6,
+                                            warmup_requests=1), tmp_path, [b.level for b in run])
+    assert [(o["profile.streams"], o["constraints[0].count"]) for o in overrides] == [(1, 7), (4, 10)] * 3
+
+
+def test_a_prompts_file_gets_one_invocation_per_benchmark_each_on_fresh_rows(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(f'{{"prompt": "p{i}", "output_tokens": 8}}\n' for i in range(40)))
+    job = request(tmp_path, levels=[1, 2], repeats=2, requests_per_level=3, warmup_requests=1, prompts_file=prompts)
+    runs = invocations(job)
+    assert [[(b.index, b.round, b.level) for b in run] for run in runs] == [[(0, 0, 1)], [(1, 0, 2)], [(2, 1, 1)],
+                                                                             [(3, 1, 2)]]
+    firsts = []
+    for run in runs:
+        spec, _ = scenario_spec(job, tmp_path, [run[0].level], run[0].index)
+        firsts.append((tmp_path / f"prompts-{run[0].index}.jsonl").read_text().splitlines()[0])
+    # each benchmark starts 5 rows (3 measured + 1 warm-up per stream at the widest level) after the last
+    assert firsts == [f'{{"prompt": "p{i}", "output_tokens_count": 8}}' for i in (0, 5, 10, 15)]

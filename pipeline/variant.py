@@ -205,7 +205,7 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
             if result.load is None:
                 sweep = recipe.load
                 say(f"load sweep: {', '.join(sweep.level_name(level) for level in sweep.levels)},"
-                    f" {sweep.requests_per_level} requests each")
+                    f" {sweep.requests_per_level} requests each" + (f", {sweep.repeats} passes" if sweep.repeats > 1 else ""))
                 during = "load sweep"
                 try:
                     result.load = load.run(engine, tool_env(load.ENV, job.envs_root), store, sweep,

@@ -61,7 +61,8 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as scratch:
                 started = time.perf_counter()
                 identity = engine_identity(recipe, variant.engine, settings.envs).key_part()
-                div_metrics = divergence.run(engine, ours, ref, Store(Path(scratch)), recipe.divergence, identity)
+                div_metrics = divergence.run(engine, ours, ref, Store(Path(scratch)), recipe.divergence, identity,
+                                             recipe.timeouts.divergence)
                 div_seconds, div_how = time.perf_counter() - started, "re-run, full logits in-process"
         else:
             served_key = keys_for(recipe, variant, ours.key, ref.key, settings.envs).divergence

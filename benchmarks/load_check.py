@@ -86,7 +86,8 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings()
     recipe = load_recipe(REPO_ROOT / "recipes" / "demo.yaml")
-    model = source.run(recipe.model, Store(settings.artifacts), tool_env(TRANSFORMERS, settings.envs))
+    model = source.run(recipe.model, Store(settings.artifacts), tool_env(TRANSFORMERS, settings.envs),
+                       recipe.timeouts.source)
     gguf = package_file(recipe.model)
     work = settings.artifacts / "benchmarks" / "load_check"
     work.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,8 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from pipeline.toolenv import ToolFailed
+
 RESULT_FILE = "result.json"
 
 
@@ -55,10 +57,15 @@ def read_json(path: Path) -> Any:
 
 
 class Store:
-    """The artifacts tree, one folder per stage, one entry per content key."""
+    """The artifacts tree, one folder per stage, one entry per content key.
+
+    A build that failed for a tool's fault is not tried again by the same Store (one per run): a
+    shared step, such as the F16 GGUF every quantized type starts from, fails once, and every
+    variant that needs it is told so in one line."""
 
     def __init__(self, root: Path):
         self.root = root
+        self.failed: dict[tuple[str, str], ToolFailed] = {}
 
     def entry(self, stage: str, key: str) -> Path:
         return self.root / stage / key
@@ -69,6 +76,17 @@ class Store:
     def result(self, stage: str, key: str) -> dict[str, Any]:
         return read_json(self.entry(stage, key) / RESULT_FILE)
 
+    def discard(self, stage: str, key: str) -> Path | None:
+        """Move a finished entry to failed/ (its files kept for a look), so nothing reads it again."""
+        entry = self.entry(stage, key)
+        if not entry.exists():
+            return None
+        target = self.root / "failed" / f"{stage}-{key}-discarded-{time.strftime('%Y%m%dT%H%M%S')}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (entry / RESULT_FILE).unlink(missing_ok=True)  # first: a crash midway leaves no finished entry
+        shutil.move(str(entry), target)
+        return target
+
     @contextmanager
     def building(self, stage: str, key: str) -> Iterator[Path]:
         """Yield a scratch folder; on success it becomes the entry.
@@ -76,6 +94,9 @@ class Store:
         On failure the folder moves to `<root>/failed/` (its logs explain why) and is never mistaken
         for a finished entry. The stage must write `result.json` into the folder last.
         """
+        if earlier := self.failed.get((stage, key)):
+            raise ToolFailed(f"{stage} {key} failed earlier in this run ({earlier.what})", earlier.log_path,
+                             earlier.cause)
         final = self.entry(stage, key)
         final.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}.tmp-"))
@@ -86,9 +107,12 @@ class Store:
             if final.exists():  # an older, unfinished entry (no result.json) from a crash
                 shutil.rmtree(final)
             os.rename(scratch, final)
-        except BaseException:
+        except BaseException as exc:
             failed = self.root / "failed" / f"{stage}-{key}-{time.strftime('%Y%m%dT%H%M%S')}"
             failed.parent.mkdir(parents=True, exist_ok=True)
             (scratch / RESULT_FILE).unlink(missing_ok=True)
             shutil.move(str(scratch), failed)
+            if isinstance(exc, ToolFailed):
+                exc.relocate(scratch, failed)  # its log is there now
+                self.failed[(stage, key)] = exc
             raise

@@ -1,6 +1,11 @@
 """Command line: `quantgate validate | plan | run RECIPE`.
 
 User errors (bad recipe, missing tool environment) print one message and exit 2, never a traceback.
+Exit codes of `run`: 0 a variant was promoted; 1 our own bug (its traceback shown); 2 bad input; 3 the
+run is broken (a tool failed for a reference, for every variant, or for a step every variant needs);
+4 the run measured what it set out to and nothing passed the gates; 130 interrupted.
+Everything printed that comes from a recipe, a tool or a log is escaped: `[q6_k]` or `[/x]` in a
+name or a message is text, never rich markup.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 260)
 err = Console(stderr=True, highlight=False)
 
 USER_ERRORS = (RecipeError, ToolEnvMissing)
+EXIT_USER_ERROR, EXIT_BROKEN, EXIT_NOTHING_PASSED = 2, 3, 4
 
 
 def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
-    raise typer.Exit(2)
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
+    raise typer.Exit(EXIT_USER_ERROR)
 
 
 @app.command()
@@ -40,7 +46,8 @@ def validate(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> Non
         loaded = load_recipe(recipe)
     except RecipeError as exc:
         _fail(str(exc))
-    console.print(f"{recipe}: ok — {len(loaded.variants)} variants: " + ", ".join(v.name for v in loaded.variants))
+    console.print(escape(f"{recipe}: ok — {len(loaded.variants)} variants: "
+                         + ", ".join(v.name for v in loaded.variants)))
 
 
 @app.command()
@@ -55,18 +62,18 @@ def plan(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> None:
         _fail(str(exc))
     for warning in planned.warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}", markup=True, soft_wrap=True)
-    table = Table(title=f"plan for {recipe} (recipe {planned.recipe_hash})")
+    table = Table(title=escape(f"plan for {recipe} (recipe {planned.recipe_hash})"))
     for column in ("variant", "engine", "quantization", "artifact key", "quantize", "evals", "load"):
         table.add_column(column)
     state = {True: "[green]cached[/]", False: "[yellow]to do[/]"}
     for v in planned.variants:
         params = " ".join(f"{k}={val}" for k, val in v.params.items() if k != "kind")
         stages = [state[v.quantize_cached], state[v.eval_cached], state[v.load_cached]]
-        table.add_row(v.name + (" (ref)" if v.reference else ""), v.engine, escape(f"{v.kind} {params}"),
+        table.add_row(escape(v.name) + (" (ref)" if v.reference else ""), v.engine, escape(f"{v.kind} {params}"),
                       v.artifact_key, *(["[red]not run here[/]"] * 3 if v.refused else stages))
     console.print(table)
     for name, reason in planned.refused().items():
-        console.print(f"  [red]✗[/] {name} is not run here: {escape(reason)}")
+        console.print(f"  [red]✗[/] {escape(name)} is not run here: {escape(reason)}")
     console.print(f"model source {planned.source_key}: {'cached' if planned.source_cached else 'to materialise'};"
                   f" {planned.work_left} of {len(planned.variants)} variants have work left")
 
@@ -105,7 +112,7 @@ def new(
     except RecipeError as exc:
         out.unlink()
         _fail(str(exc))
-    console.print(f"wrote {out} for {model}")
+    console.print(escape(f"wrote {out} for {model}"))
 
 
 @app.command()
@@ -122,32 +129,37 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> None:
                 # variant labels like "[f16]" are text, not rich markup
                 console.print(f"[dim]{time.monotonic() - started:7.1f}s[/] {escape(message)}")
                 console.file.flush()  # progress shows as it happens in logs and pipes, too
-                status.update(message)
+                status.update(escape(message))
 
             outcome = pipeline_run.run(loaded, recipe, settings, say)
     except USER_ERRORS as exc:
         _fail(str(exc))
-    except ToolFailed as exc:  # a tool broke: its log tail says why; exit 1, not a user error
-        err.print(f"[bold red]failed:[/] {exc}", markup=True, soft_wrap=True)
-        raise typer.Exit(1)
+    except ToolFailed as exc:  # a step every variant needs broke (the model source): one line, its log named
+        err.print(f"[bold red]failed:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
+        raise typer.Exit(EXIT_BROKEN)
     print_summary(outcome)
+    if broken := pipeline_run.broken(outcome.results):
+        err.print(f"[bold red]run broken:[/] {escape('; '.join(broken))}", markup=True, soft_wrap=True)
+        raise typer.Exit(EXIT_BROKEN)
+    if outcome.decision.winner is None:
+        raise typer.Exit(EXIT_NOTHING_PASSED)
 
 
 def print_summary(outcome) -> None:
     report, recipe = outcome.report, outcome.recipe
-    table = Table(title=f"{report.recipe}: variants vs reference")
+    table = Table(title=escape(f"{report.recipe}: variants vs reference"))
     table.add_column("variant")
     table.add_column("engine")
     table.add_column("bits/w", justify="right")
     table.add_column("MB", justify="right")
     for task in report.tasks:
-        table.add_column(f"{task} {report.metrics.get(task, 'score')}", justify="right")
+        table.add_column(escape(f"{task} {report.metrics.get(task, 'score')}"), justify="right")
         table.add_column("Δ (bound)", justify="right")
     for column in ("KLD", "flips", "SLO load", "tok/s at SLO", "replicas", "$/1M tok", "verdict"):
         table.add_column(column, justify="right")
     for row in report.rows:
         capacity, div = row.capacity, row.divergence
-        cells = [row.variant + (" (ref)" if row.reference else ""), row.engine, _fmt(row.bits_per_weight, 2),
+        cells = [escape(row.variant) + (" (ref)" if row.reference else ""), row.engine, _fmt(row.bits_per_weight, 2),
                  _fmt(row.file_mb, 0)]
         for task in report.tasks:
             bound = row.delta_upper.get(task)
@@ -157,7 +169,7 @@ def print_summary(outcome) -> None:
                       delta + (f" ({_fmt(-bound, 3, signed=True)})" if bound is not None else "")]
         cells += [_fmt(div.kld_mean if div else None, 4), _fmt(div.flip_rate if div else None, 3)]
         at_slo = capacity.slo_level if capacity else None
-        cells += [at_slo.label if at_slo else "–", _interval(capacity.output_tokens_per_s if capacity else None, 1),
+        cells += [escape(at_slo.label) if at_slo else "–", _interval(capacity.output_tokens_per_s if capacity else None, 1),
                   _interval(capacity.replicas if capacity else None, 0),
                   _interval(capacity.usd_per_1m_tokens if capacity else None, 3),
                   "[bold green]PROMOTED[/]" if row.promoted else ("[green]pass[/]" if row.passed else "[red]fail[/]")]
@@ -174,8 +186,8 @@ def print_summary(outcome) -> None:
     console.print(f"[bold]decision:[/] {escape(report.decision)}")
     if report.registry:
         console.print(f"[bold]registry:[/] {escape(report.registry.name)} → {escape(report.registry.note)}")
-    console.print(f"MLflow: {report.tracking_uri} (parent run {report.mlflow_parent_run}); `make ui` to browse")
-    console.print(f"report: {outcome.report_path}; wall time {outcome.seconds:.0f} s")
+    console.print(escape(f"MLflow: {report.tracking_uri} (parent run {report.mlflow_parent_run}); `make ui` to browse"))
+    console.print(escape(f"report: {outcome.report_path}; wall time {outcome.seconds:.0f} s"))
 
 
 def print_load(report, recipe) -> None:
@@ -197,7 +209,7 @@ def print_load(report, recipe) -> None:
             errors = ", ".join(f"{n} {cls}" for cls, n in level.errors.items()) or "0"
             latencies = [_fmt(_at(level, metric, slo.percentile), 0) for metric in ("ttft_ms", "tpot_ms", "e2e_ms")]
             requests = f"{level.measured}" + (f" in {level.rounds} passes" if level.rounds > 1 else "")
-            table.add_row(row.variant, level.label, requests, errors, *latencies,
+            table.add_row(escape(row.variant), escape(level.label), requests, escape(errors), *latencies,
                           _interval(level.output_tokens_per_s, 1), _fmt(verdict.goodput_rps if verdict else None, 2),
                           "[green]met[/]" if verdict and verdict.met else "[red]missed[/]")
     console.print(table)

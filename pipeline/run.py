@@ -33,6 +33,20 @@ class RunOutcome:
     seconds: float
 
 
+def broken(results: list[VariantResult]) -> list[str]:
+    """Why a run's decision rests on failures rather than on measurements: a reference that failed,
+    or every other variant failing. Empty for a run that measured what it set out to, whatever the
+    gates then said."""
+    def failed(r: VariantResult) -> str | None:  # the evidence every verdict needs
+        return r.quantize_error or r.eval_error or r.load_error
+
+    why = [f"reference {r.name}: {failed(r)}" for r in results if r.reference and failed(r)]
+    others = [r for r in results if not r.reference and r.not_run is None]
+    if others and all(failed(r) for r in others):
+        why.append(f"every variant failed ({', '.join(r.name for r in others)})")
+    return why
+
+
 def run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[str], None]) -> RunOutcome:
     started = time.monotonic()
     for name in required_envs(recipe):
@@ -44,7 +58,8 @@ def run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[st
     refused = plan.refused()
 
     say("model source: materialising" if not plan.source_cached else "model source: cached")
-    model = source.run(recipe.model, Store(settings.artifacts), tool_env(TRANSFORMERS, settings.envs))
+    store = Store(settings.artifacts)  # one for the run: a shared step that fails is not retried
+    model = source.run(recipe.model, store, tool_env(TRANSFORMERS, settings.envs), recipe.timeouts.source)
 
     results: list[VariantResult] = []
     references: dict[str, Artifact] = {}
@@ -58,11 +73,11 @@ def run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[st
             continue
         job = VariantJob(recipe=recipe, variant=variant, source=model, reference=references.get(variant.engine),
                          recipe_hash=plan.recipe_hash, artifacts_root=settings.artifacts, envs_root=settings.envs)
-        result = measure_variant(job, say=lambda msg, label=label: say(f"{label} {msg}"))
+        result = measure_variant(job, say=lambda msg, label=label: say(f"{label} {msg}"), store=store)
         if variant.reference and result.artifact is not None:
             references[variant.engine] = result.artifact
-        for what, error in result.errors().items():
-            say(f"{label} {what} FAILED: {error}")
+        for failure in result.failures():
+            say(f"{label} {failure}")
         results.append(result)
 
     resolved = tasks.resolve(recipe.evals, recipe.engines_used(), settings.envs)

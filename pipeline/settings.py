@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +19,7 @@ class Settings(BaseSettings):
     artifacts: Path = REPO_ROOT / "artifacts"
     envs: Path = REPO_ROOT / ".venvs"
     tracking_uri: str | None = None  # overrides the recipe's tracking.uri (e.g. a shared server)
+    timeout_scale: float = Field(1.0, gt=0)  # multiplies every tool and server time limit (a slow host)
 
     def default_tracking_uri(self) -> str:
         return f"sqlite:///{self.artifacts.resolve() / 'mlflow.db'}"

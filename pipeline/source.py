@@ -62,7 +62,7 @@ def _dir_sha256(root: Path) -> str:
     return digest.hexdigest()
 
 
-def run(source: ModelSource, store: Store, env: ToolEnv) -> SourceResult:
+def run(source: ModelSource, store: Store, env: ToolEnv, timeout_s: float) -> SourceResult:
     sha, request = source_fingerprint(source)
     key = content_key("source", sha)
     if isinstance(source, LocalSource):
@@ -72,7 +72,7 @@ def run(source: ModelSource, store: Store, env: ToolEnv) -> SourceResult:
         return SourceResult(key, entry, sha, store.result(STAGE, key)["details"], cached=True)
     with store.building(STAGE, key) as scratch:
         model = env.run_worker("pipeline.workers.materialize", MaterializeRequest(**request, out=str(scratch)),
-                               scratch, "materialize.log")
+                               scratch, "materialize.log", timeout_s=timeout_s)
         details = asdict(model)
         write_json(scratch / RESULT_FILE, {"source_sha256": sha, "details": details})
     return SourceResult(key, entry, sha, details)

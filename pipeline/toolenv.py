@@ -9,13 +9,14 @@ virtual environment (made by the Makefile); the orchestrator never imports them,
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.settings import REPO_ROOT
+from pipeline.settings import REPO_ROOT, Settings
 from pipeline.workers import handoff
 
 # The transformers environment materialises model sources and computes reference logprobs
@@ -28,7 +29,37 @@ class ToolEnvMissing(Exception):
 
 
 class ToolFailed(Exception):
-    """A worker exited non-zero; carries the tail of its log."""
+    """A tool (a worker, a server) failed. Said in one line: what failed, the last error its log
+    shows, and where the log is; the traceback stays in the log."""
+
+    def __init__(self, what: str, log_path: Path | None = None, cause: str | None = None):
+        self.what = what
+        self.log_path = log_path
+        self.cause = cause if cause is not None else (last_error(log_path) if log_path else None)
+        super().__init__(what)
+
+    def __str__(self) -> str:
+        return self.what + (f": {self.cause}" if self.cause else "") + (f"; log {self.log_path}" if self.log_path else "")
+
+    def relocate(self, old: Path, new: Path) -> None:
+        """The log's folder moved (a failed build kept under failed/): point at where it is now."""
+        if self.log_path is not None and self.log_path.is_relative_to(old):
+            self.log_path = new / self.log_path.relative_to(old)
+
+
+ERROR_LINE = re.compile(r"^(\w+\.)*\w*(Error|Exception|Exit|Interrupt|Failed|Timeout)\b.*|.*\b(error|failed|abort)\b.*",
+                        re.IGNORECASE)
+
+
+def last_error(path: Path, lines: int = 200) -> str | None:
+    """The last line of a log that reads as an error (a Python exception line, or an error or
+    failure a tool printed), else its last line; None without a log."""
+    try:
+        text = [line.strip() for line in path.read_text(errors="replace").splitlines()[-lines:] if line.strip()]
+    except OSError:
+        return None
+    found = next((line for line in reversed(text) if ERROR_LINE.match(line)), text[-1] if text else None)
+    return found[:300] if found else None
 
 
 @dataclass(frozen=True)
@@ -74,13 +105,16 @@ class ToolEnv:
         workdir: Path,
         log_name: str,
         extra_env: dict[str, str] | None = None,
-        timeout_s: float | None = None,
+        *,
+        timeout_s: float,
     ) -> Any:
         """Run `python -m module --request R --result O` in this env; return its result, an instance
         of `type(request).result`, checked field by field.
 
-        The worker's stdout and stderr go to `workdir/log_name`.
+        The worker's stdout and stderr go to `workdir/log_name`. Every call is bounded: past
+        `timeout_s` (times the host's QUANTGATE_TIMEOUT_SCALE) it is stopped with its children.
         """
+        timeout_s *= Settings().timeout_scale
         self.require()
         workdir.mkdir(parents=True, exist_ok=True)
         request_path = workdir / f"{log_name}.request.json"
@@ -101,14 +135,14 @@ class ToolEnv:
                 proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
-                raise ToolFailed(f"{module} ran past its {timeout_s:.0f} s limit and was stopped with its"
-                                 f" children; log {log_path}:\n{tail(log_path)}") from None
+                raise ToolFailed(f"{module} ran past its {timeout_s:.0f} s limit and was stopped with its children",
+                                 log_path, cause="") from None
             except BaseException:  # interrupted: leave nothing running
                 _kill_group(proc)
                 raise
         request_path.unlink(missing_ok=True)
         if proc.returncode != 0 or not result_path.is_file():
-            raise ToolFailed(f"{module} failed (exit {proc.returncode}); log {log_path}:\n{tail(log_path)}")
+            raise ToolFailed(f"{module} failed (exit {proc.returncode})", log_path)
         result = handoff.read(result_path, type(request).result)
         result_path.unlink()
         return result
@@ -120,14 +154,6 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     except ProcessLookupError:
         pass
     proc.wait()
-
-
-def tail(path: Path, lines: int = 25) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join("    " + line for line in text[-lines:])
 
 
 def tool_env(name: str, envs_root: Path) -> ToolEnv:

@@ -23,7 +23,7 @@ from pipeline.engines import EngineContext
 from pipeline.engines.server import ServerFailed
 from pipeline.measure import NotMeasurable, divergence, evals, load, parity, tasks
 from pipeline.measure.evals import EvalResult
-from pipeline.measure.keys import engine_identity, keys_for
+from pipeline.measure.keys import MeasurementKeys, engine_identity, keys_for
 from pipeline.measure.parity import ParityResult
 from pipeline.quantize import Artifact, quantizer_for
 from pipeline.recipe.schema import Recipe, VariantConfig
@@ -70,9 +70,16 @@ class VariantResult:
     load_folder: Path | None = None  # the cached load-sweep entry
 
     def errors(self) -> dict[str, str]:
-        return {what: error for what, error in (("engine parity", self.parity_error),
+        return {what: error for what, error in (("quantize", self.quantize_error), ("engine parity", self.parity_error),
                                                 ("divergence", self.divergence_error), ("evals", self.eval_error),
                                                 ("load", self.load_error)) if error}
+
+    def failures(self) -> list[str]:
+        """One line per distinct failure, naming every step it stopped ("evals, load FAILED: ...")."""
+        steps: dict[str, list[str]] = {}
+        for what, error in self.errors().items():
+            steps.setdefault(error, []).append(what)
+        return [f"{', '.join(whats)} FAILED: {error}" for error, whats in steps.items()]
 
     def files(self) -> dict[str, list[Path]]:
         """MLflow artifact folder -> files to log there."""
@@ -90,17 +97,19 @@ class VariantResult:
         return files
 
 
-def measure_variant(job: VariantJob, say: Callable[[str], None] = lambda _: None) -> VariantResult:
+def measure_variant(job: VariantJob, say: Callable[[str], None] = lambda _: None,
+                    store: Store | None = None) -> VariantResult:
+    """`store`: the run's own, so that a shared step that failed for one variant is not retried for
+    the next (default: a new one over `job.artifacts_root`)."""
     variant, recipe = job.variant, job.recipe
-    store = Store(job.artifacts_root)
+    store = store or Store(job.artifacts_root)
     result = VariantResult(name=variant.name, engine=variant.engine, reference=variant.reference)
     t0 = time.monotonic()
     try:
         artifact = quantizer_for(variant.kind, job.envs_root, recipe).quantize(
             variant, job.source, store, job.recipe_hash)
-    except Exception as exc:  # one broken variant must not sink the others; it fails its gate
-        result.quantize_error = f"{type(exc).__name__}: {exc}"
-        say(f"quantize FAILED: {result.quantize_error}")
+    except ToolFailed as exc:  # one broken variant must not sink the others; it fails its gate
+        result.quantize_error = str(exc)
         return result
     result.artifact = artifact
     manifest = artifact.manifest
@@ -141,10 +150,11 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
     if reference is not None and div_method is not None and result.divergence is None \
             and not divergence.needs_server(engine.capabilities):
         try:
-            result.divergence = divergence.run(engine, artifact, reference, store, recipe.divergence, identity)
+            result.divergence = divergence.run(engine, artifact, reference, store, recipe.divergence, identity,
+                                               recipe.timeouts.divergence)
             _say_divergence(say, reference, result.divergence)
-        except ToolFailed as exc:
-            result.divergence_error = str(exc)
+        except (ToolFailed, NotMeasurable) as exc:
+            result.divergence_error = _reason(exc)
 
     todo_parity = variant.reference and result.parity is None
     todo_div = reference is not None and div_method is not None and result.divergence is None \
@@ -155,6 +165,7 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
         return
 
     built: list[Path] = []
+    during: str | None = None  # the measurement in progress, whose number a dead server voids
     try:
         say(f"starting {engine.name} server")
         with spec.make(artifact=artifact, config=engine_config, env=engine.env, artifacts_root=store.root,
@@ -162,32 +173,40 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
             engine.server = server
             say(f"server ready in {server.ready_seconds} s")
             if todo_parity:
+                during = "engine parity"
                 try:
                     result.parity = parity.run(engine, artifact, store, recipe.parity, job.source,
-                                               tool_env(TRANSFORMERS, job.envs_root), keys.parity)
+                                               tool_env(TRANSFORMERS, job.envs_root), keys.parity, recipe.timeouts.parity)
                     say(f"engine parity vs transformers: mean |Δ logprob| {result.parity.mean_abs_diff} nats/token")
-                except (ToolFailed, httpx.HTTPError, KeyError, NotMeasurable) as exc:
-                    result.parity_error = f"{type(exc).__name__}: {exc}"
+                except (ToolFailed, httpx.HTTPError, NotMeasurable) as exc:
+                    result.parity_error = _reason(exc)
+                server.check()
             if todo_div:
                 assert reference is not None
+                during = "divergence"
                 try:
                     result.divergence = divergence.run(engine, artifact, reference, store, recipe.divergence,
-                                                       identity)
+                                                       identity, recipe.timeouts.divergence)
                     _say_divergence(say, reference, result.divergence)
-                except (ValueError, httpx.HTTPError, KeyError) as exc:
-                    result.divergence_error = f"{type(exc).__name__}: {exc}"
+                except (ToolFailed, httpx.HTTPError, NotMeasurable) as exc:
+                    result.divergence_error = _reason(exc)
+                server.check()
             if result.evals is None:
                 say("running task evals")
+                during = "evals"
                 try:
                     resolved = tasks.resolve(recipe.evals, recipe.engines_used(), job.envs_root)
-                    result.evals = evals.run(engine, artifact, store, resolved, recipe.evals, keys.evals)
+                    result.evals = evals.run(engine, artifact, store, resolved, recipe.evals, keys.evals,
+                                             recipe.timeouts.evals)
                     built.append(result.evals.folder)
                 except (ToolFailed, evals.EvalFailed, NotMeasurable) as exc:
                     result.eval_error = str(exc)
+                server.check()
             if result.load is None:
                 sweep = recipe.load
                 say(f"load sweep: {', '.join(sweep.level_name(level) for level in sweep.levels)},"
-                    f" {sweep.requests_per_level} requests each")
+                    f" {sweep.requests_per_level} requests each" + (f", {sweep.repeats} passes" if sweep.repeats > 1 else ""))
+                during = "load sweep"
                 try:
                     result.load = load.run(engine, tool_env(load.ENV, job.envs_root), store, sweep,
                                            job.source.model_dir, keys.load)
@@ -197,13 +216,19 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
                     say(f"load sweep: {load.failed_requests(exc.output)} requests failed; result not cached")
                 except ToolFailed as exc:
                     result.load_error = str(exc)
+                server.check()
+            during = None
     except ServerFailed as exc:
+        if during is not None:  # what was measured while the server died is void, cached or not
+            say(f"server died during the {during}: its results are discarded")
+            _discard(store, result, keys, during, built)
+        reason = f"server failed{f' during the {during}' if during else ''}: {exc}"
         if todo_div and result.divergence is None:
-            result.divergence_error = result.divergence_error or f"server failed: {exc}"
+            result.divergence_error = result.divergence_error or reason
         if todo_parity and result.parity is None:
-            result.parity_error = result.parity_error or f"server failed: {exc}"
-        result.eval_error = result.eval_error or (None if result.evals else f"server failed: {exc}")
-        result.load_error = result.load_error or (None if result.load else f"server failed: {exc}")
+            result.parity_error = result.parity_error or reason
+        result.eval_error = result.eval_error or (None if result.evals else reason)
+        result.load_error = result.load_error or (None if result.load else reason)
         if failed := _keep_failed_log(store, artifact, log_path):
             log_path = failed
     finally:
@@ -212,6 +237,31 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
                 shutil.copy2(log_path, folder / SERVER_LOG)
     result.server_log = next((f / SERVER_LOG for f in built if (f / SERVER_LOG).is_file()), None)
     result.load_folder = store.entry(load.STAGE, keys.load) if store.has(load.STAGE, keys.load) else None
+
+
+def _reason(exc: Exception) -> str:
+    """A failure as one line: a tool's own message, or an HTTP error's kind and text."""
+    return str(exc) if isinstance(exc, (ToolFailed, NotMeasurable)) else f"{type(exc).__name__}: {exc}"
+
+
+# a measurement in progress -> its stage, its key in MeasurementKeys, its result and error fields
+MEASURED = {
+    "engine parity": (parity.STAGE, "parity", "parity", "parity_error"),
+    "divergence": (divergence.STAGE, "divergence", "divergence", "divergence_error"),
+    "evals": (evals.STAGE, "evals", "evals", "eval_error"),
+    "load sweep": (load.STAGE, "load", "load", "load_error"),
+}
+
+
+def _discard(store: Store, result: VariantResult, keys: MeasurementKeys, during: str, built: list[Path]) -> None:
+    """Void the measurement taken while the server died: its result and its store entry (moved to
+    failed/, logs kept), so neither this run nor a later one reads it."""
+    stage, key_field, value_field, error_field = MEASURED[during]
+    setattr(result, value_field, None)
+    setattr(result, error_field, None)
+    if (key := getattr(keys, key_field)) is not None:
+        store.discard(stage, key)
+        built[:] = [folder for folder in built if folder != store.entry(stage, key)]
 
 
 def _say_divergence(say: Callable[[str], None], reference: Artifact, metrics: DivergenceMetrics) -> None:

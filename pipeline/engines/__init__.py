@@ -24,6 +24,9 @@ class Engine(Protocol):
     log_path: Path
     ready_seconds: float | None
 
+    def check(self) -> None:
+        """Raise ServerFailed unless the server is alive and healthy."""
+
     def __enter__(self) -> "Engine": ...
 
     def __exit__(self, *exc: object) -> None: ...

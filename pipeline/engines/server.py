@@ -15,11 +15,11 @@ from typing import Any, Callable
 
 import httpx
 
-from pipeline.toolenv import tail
+from pipeline.toolenv import ToolFailed
 
 
-class ServerFailed(Exception):
-    """The server exited or did not become ready; the message carries the tail of its log."""
+class ServerFailed(ToolFailed):
+    """The server exited, did not become ready, or stopped answering; one line, its log named."""
 
 
 def free_port() -> int:
@@ -30,6 +30,17 @@ def free_port() -> int:
 
 def new_api_key() -> str:
     return "qg-" + secrets.token_hex(16)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs (zombies aside, which signal 0 still reaches)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class ServerProcess:
@@ -66,10 +77,8 @@ class ServerProcess:
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    raise ServerFailed(
-                        f"server exited with code {self.proc.returncode} before it was ready;"
-                        f" log {self.log_path}:\n{tail(self.log_path)}"
-                    )
+                    raise ServerFailed(f"server exited with code {self.proc.returncode} before it was ready",
+                                       self.log_path)
                 try:
                     if self.ready_check(client.get(self.ready_url)):
                         self.ready_seconds = round(time.monotonic() - started, 2)
@@ -78,22 +87,45 @@ class ServerProcess:
                     pass
                 time.sleep(0.25)
         self.stop()
-        raise ServerFailed(
-            f"server not ready after {self.ready_timeout_s:g} s; log {self.log_path}:\n{tail(self.log_path)}"
-        )
+        raise ServerFailed(f"server not ready after {self.ready_timeout_s:g} s", self.log_path)
+
+    def check(self, timeout_s: float = 10.0) -> None:
+        """Raise ServerFailed unless the server still runs and answers its health check: a number
+        measured against a dead server is not a measurement."""
+        proc = self.proc
+        if proc is None:
+            raise ServerFailed("server was never started")
+        if proc.poll() is not None:
+            raise ServerFailed(f"server exited with code {proc.returncode}", self.log_path)
+        try:
+            with httpx.Client(timeout=timeout_s) as client:
+                healthy = self.ready_check(client.get(self.ready_url))
+        except httpx.HTTPError as exc:
+            raise ServerFailed(f"server does not answer its health check ({type(exc).__name__})", self.log_path,
+                               cause="") from None
+        if not healthy:
+            raise ServerFailed("server's health check failed", self.log_path)
 
     def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM the process group, SIGKILL what is left after `grace_s`. The group is signalled
+        even when the main process has already exited (killed, crashed): vLLM's engine-core and worker
+        processes outlive it otherwise, holding gigabytes."""
         proc = self.proc
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=grace_s)
-        except ProcessLookupError:
-            pass
+        if _group_alive(proc.pid):
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + grace_s
+            while time.monotonic() < deadline and (proc.poll() is None or _group_alive(proc.pid)):
+                time.sleep(0.05)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()
 
     def __enter__(self) -> "ServerProcess":
         try:
@@ -125,6 +157,9 @@ class ServedEngine:
     @property
     def ready_seconds(self) -> float | None:
         return self.server.ready_seconds
+
+    def check(self) -> None:
+        self.server.check()
 
     def __enter__(self):
         self.server.__enter__()

@@ -3,4 +3,5 @@ its own content key; each picks its method from the engine's declared capabiliti
 
 
 class NotMeasurable(Exception):
-    """The engine declares no capability this measurement can use (its reason says which)."""
+    """This measurement cannot be taken here (no engine capability it can use, no reference to
+    compare with, ...): a verdict with its reason, not a crash."""

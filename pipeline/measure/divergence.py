@@ -66,7 +66,7 @@ def cached(store: Store, div_key: str) -> DivergenceMetrics | None:
 
 
 def run(engine: EngineContext, artifact: Artifact, reference: Artifact, store: Store, config: DivergenceConfig,
-        identity: dict[str, Any]) -> DivergenceMetrics:
+        identity: dict[str, Any], timeout_s: float) -> DivergenceMetrics:
     """`artifact` vs `reference` (itself, for the reference), by the method the engine allows;
     `identity` is the engine's part of the key (pipeline/measure/keys.py)."""
     how = method(engine.capabilities)
@@ -78,7 +78,7 @@ def run(engine: EngineContext, artifact: Artifact, reference: Artifact, store: S
         metrics = engine.env.run_worker(engine.capabilities.scorer.worker, DivergenceRequest(
             reference_path=str(reference.model_path), variant_path=str(artifact.model_path),
             text_path=str(text_path(config)), windows=config.windows, window_tokens=config.window_tokens,
-            threads=engine.capabilities.scorer.threads), scratch, "divergence.log")
+            threads=engine.capabilities.scorer.threads), scratch, "divergence.log", timeout_s=timeout_s)
         write_json(scratch / RESULT_FILE, to_plain(metrics))
     return metrics
 
@@ -102,7 +102,7 @@ def _windows(config: DivergenceConfig, engine: ServesTopLogprobs) -> list[list[i
     size = config.window_tokens
     windows = [tokens[i:i + size] for i in range(0, len(tokens) - size + 1, size)][: config.windows]
     if not windows:
-        raise ValueError(f"divergence text has {len(tokens)} tokens, fewer than one window of {size}")
+        raise NotMeasurable(f"divergence text has {len(tokens)} tokens, fewer than one window of {size}")
     return windows
 
 
@@ -136,11 +136,11 @@ def run_served(config: DivergenceConfig, engine: ServesTopLogprobs, variant_key:
         with store.building(STAGE, ref_key) as scratch:
             write_json(scratch / RESULT_FILE, _collect(config, engine))
     if not store.has(STAGE, ref_key):
-        raise ValueError("the reference's top-k logprobs were never collected (did its server run?)")
+        raise NotMeasurable("the reference's top-k logprobs were never collected (did its server run?)")
     started = time.monotonic()
     reference = store.result(STAGE, ref_key)
     if _windows(config, engine) != reference["token_ids"]:
-        raise ValueError("reference and variant tokenize the divergence text differently: not comparable")
+        raise NotMeasurable("reference and variant tokenize the divergence text differently: not comparable")
     variant = [engine.prompt_top_logprobs(w, k) for w in reference["token_ids"]]
     metrics = DivergenceMetrics(**topk_metrics(_positions(reference), variant, k), window_tokens=config.window_tokens,
                                 seconds=round(time.monotonic() - started, 2))

@@ -81,7 +81,7 @@ def _result(store: Store, eval_key: str, data: dict[str, Any]) -> EvalResult:
 
 
 def run(engine: EngineContext, artifact: Artifact, store: Store, tasks: list[ResolvedTask], config: EvalsConfig,
-        eval_key: str) -> EvalResult:
+        eval_key: str, timeout_s: float) -> EvalResult:
     """Score the tasks on the running server (and its scorer); stored under `eval_key`."""
     server = engine.running()
     capabilities = engine.capabilities
@@ -91,7 +91,7 @@ def run(engine: EngineContext, artifact: Artifact, store: Store, tasks: list[Res
             served_model=server.served_model, out=str(scratch), tasks=[t.eval_task(config.limit) for t in tasks],
             max_context=capabilities.max_context, concurrency=capabilities.concurrency,
             threads=capabilities.scorer.threads if capabilities.scorer else 1,
-        ), scratch, "lmeval.log")
+        ), scratch, "lmeval.log", timeout_s=timeout_s)
         if not output.alignment.passed:
             raise EvalFailed(f"alignment probe failed, no score recorded: {output.alignment.reason}")
         data = to_plain(output)

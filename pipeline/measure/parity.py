@@ -53,7 +53,8 @@ def cached(store: Store, parity_key: str) -> ParityResult | None:
     return from_plain(store.result(STAGE, parity_key), ParityResult) if store.has(STAGE, parity_key) else None
 
 
-def transformers_logprobs(config: ParityConfig, source: SourceResult, store: Store, env: ToolEnv) -> TokenLogprobs:
+def transformers_logprobs(config: ParityConfig, source: SourceResult, store: Store, env: ToolEnv,
+                          timeout_s: float) -> TokenLogprobs:
     """Token ids of the parity text and their logprobs under transformers (float32), cached."""
     hf_key = content_key("parity-hf", source.key, sha256_file(text_path(config)), config.tokens,
                          {"transformers": env.version("transformers"), "torch": env.version("torch")})
@@ -61,7 +62,7 @@ def transformers_logprobs(config: ParityConfig, source: SourceResult, store: Sto
         with store.building(STAGE, hf_key) as scratch:
             result = env.run_worker("pipeline.workers.hf_logprobs", TransformersLogprobsRequest(
                 model_dir=str(source.model_dir), text_path=str(text_path(config)), tokens=config.tokens,
-            ), scratch, "hf_logprobs.log")
+            ), scratch, "hf_logprobs.log", timeout_s=timeout_s)
             write_json(scratch / RESULT_FILE, to_plain(result))
     return from_plain(store.result(STAGE, hf_key), TokenLogprobs)
 
@@ -74,10 +75,10 @@ def compare(engine_logprobs: list[float], hf_logprobs: list[float]) -> dict[str,
 
 
 def run(engine: EngineContext, artifact: Artifact, store: Store, config: ParityConfig, source: SourceResult,
-        transformers_env: ToolEnv, parity_key: str) -> ParityResult:
+        transformers_env: ToolEnv, parity_key: str, timeout_s: float) -> ParityResult:
     """The reference served by `engine` vs transformers; stored under `parity_key`."""
     how = method(engine.capabilities)
-    hf = transformers_logprobs(config, source, store, transformers_env)
+    hf = transformers_logprobs(config, source, store, transformers_env, timeout_s)
     with store.building(STAGE, parity_key) as scratch:
         if how == "served":
             ours = ServedLogprobs(engine.running(), engine.capabilities.top_logprobs).prompt_logprobs(hf.token_ids)
@@ -85,7 +86,7 @@ def run(engine: EngineContext, artifact: Artifact, store: Store, config: ParityC
             assert engine.capabilities.scorer is not None
             ours = engine.env.run_worker(engine.capabilities.scorer.worker, ScorerLogprobsRequest(
                 model_path=str(artifact.model_path), token_ids=hf.token_ids,
-                threads=engine.capabilities.scorer.threads), scratch, "parity.log").token_logprobs
+                threads=engine.capabilities.scorer.threads), scratch, "parity.log", timeout_s=timeout_s).token_logprobs
         result = ParityResult(**compare(ours, hf.token_logprobs), engine=engine.name, limit=config.max_mean_abs_diff)
         write_json(scratch / RESULT_FILE, to_plain(result))
     return result

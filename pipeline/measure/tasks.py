@@ -30,6 +30,9 @@ LOGLIKELIHOOD_TYPES = ("multiple_choice", "loglikelihood")
 SUPPORTED_TYPES = LOGLIKELIHOOD_TYPES + ("generate_until",)
 
 
+LOOKUP_TIMEOUT_S = 600  # reading task configs; indexing lm-eval's registry takes ~20 s
+
+
 class TaskErrors(Exception):
     """Task references that cannot run: (field, message) pairs, reported together."""
 
@@ -225,6 +228,6 @@ def _lookup(queries: list[TaskQuery], engines: tuple[str, ...], envs_root: Path)
             with tempfile.TemporaryDirectory(prefix="quantgate-tasks-") as scratch:
                 return env.run_worker("pipeline.workers.lmeval_tasks",
                                       TaskLookupRequest(queries=queries, registry=registry),
-                                      Path(scratch), "lmeval_tasks.log").tasks
+                                      Path(scratch), "lmeval_tasks.log", timeout_s=LOOKUP_TIMEOUT_S).tasks
     raise ToolEnvMissing("looking lm-eval tasks up needs lm-eval from an engine environment"
                          f" ({', '.join(specs.engine(e).env for e in engines)}): run `make setup`")

@@ -54,8 +54,9 @@ def tool_versions(env: ToolEnv) -> dict[str, str]:
 
 
 class GGUFQuantizer:
-    def __init__(self, env: ToolEnv, threads: int = 2):
+    def __init__(self, env: ToolEnv, timeout_s: float, threads: int = 2):
         self.env = env
+        self.timeout_s = timeout_s  # each tool call
         self.threads = threads
 
     def key(self, variant: GGUFVariant, source: SourceResult) -> str:
@@ -67,7 +68,7 @@ class GGUFQuantizer:
             with store.building(BASE_STAGE, key) as scratch:
                 details = self.env.run_worker("pipeline.workers.gguf", GGUFConvertRequest(
                     llama_cpp_src=str(llama_cpp_src(self.env)), model_dir=str(source.model_dir),
-                    out=str(scratch / MODEL_FILE), outtype=outtype), scratch, "convert.log")
+                    out=str(scratch / MODEL_FILE), outtype=outtype), scratch, "convert.log", timeout_s=self.timeout_s)
                 write_json(scratch / RESULT_FILE, {"seconds": details.seconds})
         return store.entry(BASE_STAGE, key) / MODEL_FILE
 
@@ -86,11 +87,11 @@ class GGUFQuantizer:
                 except OSError:
                     shutil.copy2(base, out)
                 details = self.env.run_worker("pipeline.workers.gguf", GGUFInspectRequest(path=str(out)),
-                                              scratch, "inspect.log")
+                                              scratch, "inspect.log", timeout_s=self.timeout_s)
             else:
                 details = self.env.run_worker("pipeline.workers.gguf", GGUFQuantizeRequest(
                     llama_quantize=str(llamacpp_binary(self.env, "llama-quantize")), base=str(base), out=str(out),
-                    type=variant.type, threads=self.threads), scratch, "quantize.log")
+                    type=variant.type, threads=self.threads), scratch, "quantize.log", timeout_s=self.timeout_s)
             manifest: dict[str, Any] = {
                 **manifest_identity(variant, key, recipe_hash, source),
                 "tool_versions": tool_versions(self.env),
@@ -111,5 +112,5 @@ class GGUFQuantizer:
 
 SPEC = specs.register_quantizer(specs.QuantizerSpec(
     name="gguf", variant_models=(GGUFVariant,), env="llamacpp",
-    make=lambda env, recipe: GGUFQuantizer(env),
+    make=lambda env, recipe: GGUFQuantizer(env, recipe.timeouts.quantize),
 ))

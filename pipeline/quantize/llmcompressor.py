@@ -147,9 +147,10 @@ def calibration_data(config: CalibrationConfig) -> CalibrationData:
 
 
 class LLMCompressorQuantizer:
-    def __init__(self, env: ToolEnv, calibration: CalibrationConfig):
+    def __init__(self, env: ToolEnv, calibration: CalibrationConfig, timeout_s: float):
         self.env = env
         self.calibration = calibration
+        self.timeout_s = timeout_s
 
     def key(self, variant: LLMCompressorVariant, source: SourceResult) -> str:
         parts: list[Any] = ["quantize", source.key, variant.quantize_params(), requirements_sha("llmcompressor")]
@@ -167,7 +168,7 @@ class LLMCompressorQuantizer:
             details: OneshotResult = self.env.run_worker("pipeline.workers.llmcompressor_oneshot", OneshotRequest(
                 model_dir=str(source.model_dir), out=str(out), modifiers=variant.modifiers(),
                 calibration=calibration_data(self.calibration) if variant.needs_calibration else None,
-            ), scratch, "quantize.log")
+            ), scratch, "quantize.log", timeout_s=self.timeout_s)
             summary = safetensors_summary(out)
             fingerprint = calibration_fingerprint(self.calibration) if variant.needs_calibration else None
             manifest = {
@@ -189,5 +190,5 @@ class LLMCompressorQuantizer:
 SPEC = specs.register_quantizer(specs.QuantizerSpec(
     name="llmcompressor", env="llmcompressor",
     variant_models=(FP8DynamicVariant, W8A8Int8Variant, W4A16GPTQVariant, W4A16AWQVariant),
-    make=lambda env, recipe: LLMCompressorQuantizer(env, recipe.calibration),
+    make=lambda env, recipe: LLMCompressorQuantizer(env, recipe.calibration, recipe.timeouts.quantize),
 ))

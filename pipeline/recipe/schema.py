@@ -241,6 +241,19 @@ class Tracking(Strict):
     uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite under artifacts/")
 
 
+class Timeouts(Strict):
+    """Seconds a tool call may run before it is stopped, with its children, and counted as that
+    step's failure (the variant's verdict says so; the run goes on). The host setting
+    QUANTGATE_TIMEOUT_SCALE multiplies them all, for a slower machine. The load sweep's bound comes
+    from its own levels; a server's readiness from its engine's `ready_timeout_s`."""
+
+    source: float = Field(3600, gt=0, description="materialising the model source")
+    quantize: float = Field(7200, gt=0, description="each quantization tool call of a variant")
+    parity: float = Field(1800, gt=0, description="each engine-parity tool call")
+    divergence: float = Field(3600, gt=0, description="a variant's divergence pass")
+    evals: float = Field(14400, gt=0, description="all of a variant's tasks")
+
+
 class Recipe(Strict):
     """The recipe with its registry-derived fields typed by their base classes; load recipes with
     `recipe_model()` (or `load.load_recipe`), which knows every registered kind and engine."""
@@ -258,6 +271,7 @@ class Recipe(Strict):
     gates: Gates = Gates()
     hardware: Hardware
     promotion: Promotion = Promotion()
+    timeouts: Timeouts = Timeouts()
     tracking: Tracking
 
     @model_validator(mode="after")

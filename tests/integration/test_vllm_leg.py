@@ -100,7 +100,7 @@ def refused_artifacts(run, runs_here, recipe_path, artifacts) -> dict[str, Path]
     recipe = load_recipe(recipe_path)
     settings = Settings()
     store = Store(artifacts)
-    model = source.run(recipe.model, store, tool_env(TRANSFORMERS, settings.envs))
+    model = source.run(recipe.model, store, tool_env(TRANSFORMERS, settings.envs), recipe.timeouts.source)
     made = {}
     for variant in recipe.variants:
         if not runs_here[variant.name]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.artifacts import RESULT_FILE, Store, content_key, read_json, write_json
+from pipeline.toolenv import ToolFailed
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -157,3 +158,34 @@ def test_write_json_failure_keeps_the_old_file(tmp_path):
     with pytest.raises(RuntimeError):
         write_json(target, {"v": Unserialisable()})
     assert read_json(target) == {"v": 1}
+
+
+def test_a_tool_failure_names_its_log_where_it_was_kept_and_is_not_retried(tmp_path):
+    store = Store(tmp_path)
+    with pytest.raises(ToolFailed) as info:
+        with store.building("gguf-base", "b1") as scratch:
+            (scratch / "convert.log").write_text("Traceback (most recent call last):\nKeyError: 'rope_theta'\n")
+            raise ToolFailed("pipeline.workers.gguf failed (exit 1)", scratch / "convert.log")
+    failure = info.value
+    assert failure.log_path.parent.parent == tmp_path / "failed" and failure.log_path.is_file()
+    assert str(failure) == f"pipeline.workers.gguf failed (exit 1): KeyError: 'rope_theta'; log {failure.log_path}"
+    ran = []
+    with pytest.raises(ToolFailed) as again:  # the next variant that needs this base
+        with store.building("gguf-base", "b1"):
+            ran.append(True)
+    assert ran == [] and len(list((tmp_path / "failed").iterdir())) == 1
+    assert str(again.value).startswith("gguf-base b1 failed earlier in this run (pipeline.workers.gguf failed")
+    assert again.value.log_path == failure.log_path
+    with Store(tmp_path).building("gguf-base", "b1") as scratch:  # a new run tries again
+        write_json(scratch / RESULT_FILE, {"ok": 1})
+
+
+def test_discard_moves_a_finished_entry_out_of_reach(tmp_path):
+    store = Store(tmp_path)
+    with store.building("evals", "e1") as scratch:
+        (scratch / "lmeval.log").write_text("scored\n")
+        write_json(scratch / RESULT_FILE, {"ok": 1})
+    kept = store.discard("evals", "e1")
+    assert not store.has("evals", "e1") and not store.entry("evals", "e1").exists()
+    assert kept is not None and (kept / "lmeval.log").read_text() == "scored\n" and not (kept / RESULT_FILE).exists()
+    assert store.discard("evals", "e1") is None

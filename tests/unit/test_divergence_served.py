@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.artifacts import Store
-from pipeline.measure import divergence
+from pipeline.measure import NotMeasurable, divergence
 from pipeline.recipe.schema import DivergenceConfig
 
 VOCAB = 400
@@ -115,14 +115,14 @@ def test_reference_is_collected_once_then_variants_compare_with_it(tmp_path, con
 
 
 def test_variant_without_collected_reference_fails(tmp_path, config):
-    with pytest.raises(ValueError, match="never collected"):
+    with pytest.raises(NotMeasurable, match="never collected"):
         divergence.run_served(config, ServedModel(noise=0.5), "var", "ref", Store(tmp_path / "artifacts"), ENGINE)
 
 
 def test_variant_with_another_tokenizer_is_not_compared(tmp_path, config):
     store = Store(tmp_path / "artifacts")
     divergence.run_served(config, ServedModel(noise=0), "ref", "ref", store, ENGINE)
-    with pytest.raises(ValueError, match="tokenize the divergence text differently"):
+    with pytest.raises(NotMeasurable, match="tokenize the divergence text differently"):
         divergence.run_served(config, ServedModel(noise=0.5, tokenizer_shift=1), "var", "ref", store, ENGINE)
     # only the reference's two results: nothing half-written for the refused variant
     assert len(list((tmp_path / "artifacts" / "divergence").glob("*/result.json"))) == 2

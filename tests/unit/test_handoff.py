@@ -80,7 +80,8 @@ def this_env(tmp_path) -> ToolEnv:
 
 
 def test_a_worker_round_trip_is_typed_on_both_sides(this_env, tmp_path):
-    result = this_env.run_worker("tests.unit.handoff_worker", EchoRequest(words=["a", "b", "c"]), tmp_path, "w.log")
+    result = this_env.run_worker("tests.unit.handoff_worker", EchoRequest(words=["a", "b", "c"]), tmp_path, "w.log",
+                                 timeout_s=60)
     assert result == Echoed(words=["c", "b", "a"], count=3)
     assert not list(tmp_path.glob("*.json"))  # request and result files are cleaned up
 
@@ -90,8 +91,8 @@ def test_a_worker_round_trip_is_typed_on_both_sides(this_env, tmp_path):
 def test_a_worker_that_breaks_its_contract_fails(this_env, tmp_path, misbehave, says):
     with pytest.raises(ToolFailed) as info:
         this_env.run_worker("tests.unit.handoff_worker", EchoRequest(words=["a"], misbehave=misbehave), tmp_path,
-                            "w.log")
-    assert says in str(info.value)  # from the worker's log tail
+                            "w.log", timeout_s=60)
+    assert says in str(info.value) and "\n" not in str(info.value)  # the log's last error line, in one line
 
 
 def test_a_worker_past_its_time_limit_is_stopped_with_its_children(this_env, tmp_path):
@@ -108,3 +109,13 @@ def test_a_worker_past_its_time_limit_is_stopped_with_its_children(this_env, tmp
         time.sleep(0.1)
     else:
         pytest.fail(f"the worker's child {child} is still running")
+
+
+def test_the_hosts_timeout_scale_stretches_every_limit(this_env, tmp_path, monkeypatch):
+    pid_file = tmp_path / "child.pid"
+    monkeypatch.setenv("QUANTGATE_TIMEOUT_SCALE", "0.5")
+    started = time.monotonic()
+    with pytest.raises(ToolFailed, match="ran past its 2 s limit"):  # 4 s asked, halved on this host
+        this_env.run_worker("tests.unit.handoff_worker", EchoRequest(words=[str(pid_file)], misbehave="hang"),
+                            tmp_path, "w.log", timeout_s=4)
+    assert time.monotonic() - started < 3.5

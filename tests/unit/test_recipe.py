@@ -365,3 +365,12 @@ def test_a_task_named_twice_points_at_the_second(tmp_path):
                                                                               {"task": "sentiment", "name": "agreement"}])))
     message = recipe_error(path)
     assert "evals.tasks[2]: 'agreement' is named twice; give one a `name`" in message
+
+
+@pytest.mark.parametrize("value", ["[/x]", "[a-z0-9]", "[q6_k]"])
+def test_cli_prints_recipe_values_as_text_not_markup(tmp_path, value):
+    """rich markup in a value once crashed the error printer ([/x]) or ate it ([a-z0-9] printed as nothing)."""
+    path = write_recipe(tmp_path / "recipes", demo_with(lambda d: d["variants"][3].update(type=value)))
+    result = _quantgate(["validate", str(path)], cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr, result.stderr
+    assert f"'{value}'" in result.stderr

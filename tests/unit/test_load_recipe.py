@@ -24,7 +24,7 @@ def load_with(tmp_path, **load) -> str:
     ({"output_tokens": {"mean": 64, "sigma": 3}}, "load.output_tokens.sigma: unknown key"),
     ({"prompt_tokens": 900, "output_tokens": 200}, "prompts and outputs of up to 1100 tokens do not fit the llamacpp"
                                                    " server's context (engines.llamacpp.ctx_per_slot 1024)"),
-    ({"prompt_tokens": {"mean": 512, "stdev": 128}}, "up to 1088 tokens do not fit"),  # mean + 4 stdev + 64
+    ({"prompt_tokens": {"mean": 512, "stdev": 128}}, "up to 1072 tokens do not fit"),  # mean + 4 stdev + 48
 ], ids=["decreasing", "repeated", "fractional-streams", "zero", "arrivals-without-rate", "unknown-profile",
         "min-above-mean", "unknown-length-key", "context", "context-by-stdev"])
 def test_bad_load_settings_are_refused_by_field(tmp_path, load, words):

@@ -127,7 +127,7 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> None:
         with console.status("starting", spinner="dots") as status:
             def say(message: str) -> None:
                 # variant labels like "[f16]" are text, not rich markup
-                console.print(f"[dim]{time.monotonic() - started:7.1f}s[/] {escape(message)}")
+                console.print(f"[dim]{time.monotonic() - started:7.1f}s[/] {escape(message)}", soft_wrap=True)
                 console.file.flush()  # progress shows as it happens in logs and pipes, too
                 status.update(escape(message))
 

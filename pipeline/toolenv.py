@@ -53,12 +53,13 @@ ERROR_LINE = re.compile(r"^(\w+\.)*\w*(Error|Exception|Exit|Interrupt|Failed|Tim
 
 def last_error(path: Path, lines: int = 200) -> str | None:
     """The last line of a log that reads as an error (a Python exception line, or an error or
-    failure a tool printed), else its last line; None without a log."""
+    failure a tool printed); None when none does (a process killed from outside leaves its last
+    ordinary line, which would only mislead)."""
     try:
         text = [line.strip() for line in path.read_text(errors="replace").splitlines()[-lines:] if line.strip()]
     except OSError:
         return None
-    found = next((line for line in reversed(text) if ERROR_LINE.match(line)), text[-1] if text else None)
+    found = next((line for line in reversed(text) if ERROR_LINE.match(line)), None)
     return found[:300] if found else None
 
 

@@ -222,6 +222,8 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
         if during is not None:  # what was measured while the server died is void, cached or not
             say(f"server died during the {during}: its results are discarded")
             _discard(store, result, keys, during, built)
+        if failed := _keep_failed_log(store, artifact, log_path):
+            exc.log_path, log_path = failed, failed  # the scratch copy goes when the variant is done
         reason = f"server failed{f' during the {during}' if during else ''}: {exc}"
         if todo_div and result.divergence is None:
             result.divergence_error = result.divergence_error or reason
@@ -229,8 +231,6 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
             result.parity_error = result.parity_error or reason
         result.eval_error = result.eval_error or (None if result.evals else reason)
         result.load_error = result.load_error or (None if result.load else reason)
-        if failed := _keep_failed_log(store, artifact, log_path):
-            log_path = failed
     finally:
         for folder in built:
             if log_path.is_file():

@@ -32,6 +32,16 @@ def new_api_key() -> str:
     return "qg-" + secrets.token_hex(16)
 
 
+def exit_status(code: int) -> str:
+    """'code 3', or 'signal SIGKILL' for a process killed by a signal (Popen's negative codes)."""
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"
+
+
 def _group_alive(pgid: int) -> bool:
     """Whether any process of the group still runs (zombies aside, which signal 0 still reaches)."""
     try:
@@ -77,8 +87,8 @@ class ServerProcess:
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    raise ServerFailed(f"server exited with code {self.proc.returncode} before it was ready",
-                                       self.log_path)
+                    raise ServerFailed(f"server exited with {exit_status(self.proc.returncode)} before it was"
+                                       " ready", self.log_path)
                 try:
                     if self.ready_check(client.get(self.ready_url)):
                         self.ready_seconds = round(time.monotonic() - started, 2)
@@ -96,7 +106,7 @@ class ServerProcess:
         if proc is None:
             raise ServerFailed("server was never started")
         if proc.poll() is not None:
-            raise ServerFailed(f"server exited with code {proc.returncode}", self.log_path)
+            raise ServerFailed(f"server exited with {exit_status(proc.returncode)}", self.log_path)
         try:
             with httpx.Client(timeout=timeout_s) as client:
                 healthy = self.ready_check(client.get(self.ready_url))

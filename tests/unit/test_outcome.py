@@ -11,7 +11,7 @@ def result(name: str, reference: bool = False, **errors) -> VariantResult:
 
 
 def test_one_failure_that_stopped_several_steps_is_said_once():
-    down = "server failed: server exited with code -9; log artifacts/failed/serve-q8_0.log"
+    down = "server failed: server exited with signal SIGKILL; log artifacts/failed/serve-q8_0.log"
     r = result("q8_0", eval_error=down, load_error=down, divergence_error="HTTPError: 500")
     assert r.failures() == ["divergence FAILED: HTTPError: 500", f"evals, load FAILED: {down}"]
 

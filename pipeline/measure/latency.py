@@ -146,9 +146,10 @@ def _samples(records: Sequence[RequestRecord], metric: str) -> list[float]:
     return [v for r in ok if (v := per_request_ms(r)[metric]) is not None]
 
 
-def _ratio_interval(tokens: np.ndarray, seconds: np.ndarray, scale: float, confidence: float, seed: int) -> Interval:
+def _ratio_interval(tokens: np.ndarray, seconds: np.ndarray, scale: float, confidence: float, seed: int,
+                    bootstrap: bool = True) -> Interval:
     estimate = float(tokens.sum() / seconds.sum() * scale)
-    if len(tokens) < 2 or np.allclose(tokens / seconds, tokens[0] / seconds[0]):
+    if not bootstrap or len(tokens) < 2 or np.allclose(tokens / seconds, tokens[0] / seconds[0]):
         return Interval(estimate, estimate, estimate)
     result = stats.bootstrap((tokens, seconds), lambda t, s, axis=-1: t.sum(axis=axis) / s.sum(axis=axis) * scale,
                              paired=True, vectorized=True, confidence_level=confidence, method="percentile",
@@ -192,8 +193,10 @@ def _busy_seconds(level: LoadLevelRecords) -> float:
                for r in level.requests)
 
 
-def _throughput(rounds: Sequence[LoadLevelRecords], confidence: float, seed: int) -> tuple[Interval, Interval]:
-    """Output tokens/s and requests/s over the rounds' measured windows together."""
+def _throughput(rounds: Sequence[LoadLevelRecords], confidence: float, seed: int,
+                bootstrap: bool = True) -> tuple[Interval, Interval]:
+    """Output tokens/s and requests/s over the rounds' measured windows together (without
+    `bootstrap`, the point estimates only)."""
     ok = [r for level in rounds for r in measured(level) if r.ok]
     if not ok:
         return Interval(0.0, 0.0, 0.0), Interval(0.0, 0.0, 0.0)
@@ -201,8 +204,8 @@ def _throughput(rounds: Sequence[LoadLevelRecords], confidence: float, seed: int
     in_flight = sum(_busy_seconds(level) for level in rounds) / duration
     seconds = np.array([r.end_s - r.start_s for r in ok], dtype=float)
     tokens = np.array([r.output_tokens or 0 for r in ok], dtype=float)
-    output_tps = _ratio_interval(tokens, seconds, in_flight, confidence, seed)
-    requests_ps = _ratio_interval(np.ones_like(seconds), seconds, in_flight, confidence, seed)
+    output_tps = _ratio_interval(tokens, seconds, in_flight, confidence, seed, bootstrap)
+    requests_ps = _ratio_interval(np.ones_like(seconds), seconds, in_flight, confidence, seed, bootstrap)
     if not rounds[0].closed_loop:
         # Arrivals do not wait for completions: what completed per second of the window is the
         # throughput (Little's law needs a steady state a saturated queue never reaches).
@@ -227,7 +230,7 @@ def summarize(rounds: Sequence[LoadLevelRecords], label: str, confidence: float 
     duration = sum(_duration(level) for level in rounds)
     output_tps, requests_ps = _throughput(rounds, confidence, seed)
     if len(rounds) > 1:
-        per_round = [_throughput([level], confidence, seed) for level in rounds]
+        per_round = [_throughput([level], confidence, seed, bootstrap=False) for level in rounds]
         output_tps = replicated(output_tps, [tps.estimate for tps, _ in per_round], confidence)
         requests_ps = replicated(requests_ps, [rps.estimate for _, rps in per_round], confidence)
     latency: dict[str, dict[str, Interval]] = {}

@@ -3,7 +3,8 @@
 User errors (bad recipe, missing tool environment) print one message and exit 2, never a traceback.
 Exit codes of `run`: 0 a variant was promoted; 1 our own bug (its traceback shown); 2 bad input; 3 the
 run is broken (a tool failed for a reference, for every variant, or for a step every variant needs);
-4 the run measured what it set out to and nothing passed the gates; 130 interrupted.
+4 the run measured what it set out to and nothing passed the gates; 130 interrupted (Ctrl-C), 143
+terminated (SIGTERM). Exit 3 also when everything was measured but the tracking store did not take it.
 Everything printed that comes from a recipe, a tool or a log is escaped: `[q6_k]` or `[/x]` in a
 name or a message is text, never rich markup.
 """
@@ -11,6 +12,7 @@ name or a message is text, never rich markup.
 from __future__ import annotations
 
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from pipeline.artifacts import DISK_FULL
 from pipeline.recipe.load import load_recipe
 from pipeline.recipe.messages import RecipeError
 from pipeline.settings import Settings
@@ -27,11 +30,12 @@ from pipeline.toolenv import ToolEnvMissing, ToolFailed
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 # Wide enough for the summary table when output goes to a file or a CI log.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 260)
-err = Console(stderr=True, highlight=False)
+# emoji=False: a recipe value with ":smile:" prints as written
+console = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 260)
+err = Console(stderr=True, highlight=False, emoji=False)
 
 USER_ERRORS = (RecipeError, ToolEnvMissing)
-EXIT_USER_ERROR, EXIT_BROKEN, EXIT_NOTHING_PASSED = 2, 3, 4
+EXIT_USER_ERROR, EXIT_BROKEN, EXIT_NOTHING_PASSED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 3, 4, 130, 143
 
 
 def _fail(message: str) -> None:
@@ -39,12 +43,24 @@ def _fail(message: str) -> None:
     raise typer.Exit(EXIT_USER_ERROR)
 
 
+def _settings() -> Settings:
+    """The host's settings (QUANTGATE_* variables); a bad value is a user error."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        _fail("host settings: " + "; ".join(f"QUANTGATE_{'.'.join(map(str, e['loc'])).upper()}: {e['msg'].removeprefix('Value error, ')}"
+                                            for e in exc.errors()))
+        raise  # unreachable: _fail exits
+
+
 @app.command()
 def validate(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> None:
     """Check a recipe without running anything."""
     try:
         loaded = load_recipe(recipe)
-    except RecipeError as exc:
+    except USER_ERRORS as exc:
         _fail(str(exc))
     console.print(escape(f"{recipe}: ok — {len(loaded.variants)} variants: "
                          + ", ".join(v.name for v in loaded.variants)))
@@ -55,7 +71,7 @@ def plan(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> None:
     """Show what a run would do and what is already cached."""
     from pipeline.plan import make_plan
 
-    settings = Settings()
+    settings = _settings()
     try:
         planned = make_plan(load_recipe(recipe), settings)
     except USER_ERRORS as exc:
@@ -116,11 +132,19 @@ def new(
 
 
 @app.command()
-def run(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> None:
-    """Quantize, serve, evaluate, benchmark, record and promote."""
+def run(
+    recipe: Path = typer.Argument(..., help="recipe YAML file"),
+    force: list[str] = typer.Option([], "--force", metavar="STAGE",
+                                    help="make this stage again instead of reusing it (repeatable): "
+                                         "source, quantize, parity, divergence, evals, load"),
+) -> None:
+    """Quantize, serve, evaluate, benchmark, record and promote. Running it again after an
+    interruption finishes the run from what is cached, into the same MLflow parent run."""
     from pipeline import run as pipeline_run
 
-    settings = Settings()
+    settings = _settings()
+    if unknown := [stage for stage in force if stage not in pipeline_run.FORCEABLE]:
+        _fail(f"--force: unknown stage {unknown[0]!r} (allowed: {', '.join(pipeline_run.FORCEABLE)})")
     try:
         loaded = load_recipe(recipe)
         started = time.monotonic()
@@ -131,9 +155,24 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> None:
                 console.file.flush()  # progress shows as it happens in logs and pipes, too
                 status.update(escape(message))
 
-            outcome = pipeline_run.run(loaded, recipe, settings, say)
+            outcome = pipeline_run.run(loaded, recipe, settings, say, frozenset(force))
+    except KeyboardInterrupt:
+        err.print("interrupted: run the same command again to finish (what is done is cached)")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    except Terminated:
+        err.print("terminated: run the same command again to finish (what is done is cached)")
+        raise typer.Exit(EXIT_TERMINATED)
     except USER_ERRORS as exc:
         _fail(str(exc))
+    except pipeline_run.NotRecorded as exc:
+        err.print(f"[bold red]not recorded:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
+        raise typer.Exit(EXIT_BROKEN)
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise  # our own bug: its traceback
+        err.print(f"[bold red]disk full:[/] {escape(str(exc))}; free space under {escape(str(settings.artifacts))}"
+                  " and run the same command again (what is done is cached)", markup=True, soft_wrap=True)
+        raise typer.Exit(EXIT_BROKEN)
     except ToolFailed as exc:  # a step every variant needs broke (the model source): one line, its log named
         err.print(f"[bold red]failed:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
         raise typer.Exit(EXIT_BROKEN)
@@ -236,12 +275,25 @@ def _fmt(value, digits: int, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
+class Terminated(BaseException):
+    """SIGTERM (a scheduler stopping the job): unwound like Ctrl-C, so servers and tools are
+    stopped and nothing half-made is left as an entry."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except KeyboardInterrupt:
         err.print("interrupted")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    except Terminated:
+        err.print("terminated")
+        sys.exit(EXIT_TERMINATED)
 
 
 if __name__ == "__main__":

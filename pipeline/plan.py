@@ -55,7 +55,7 @@ class Plan:
 
 
 def make_plan(recipe: Recipe, settings: Settings) -> Plan:
-    store = Store(settings.artifacts)
+    store = Store(settings.artifacts, verify=False)  # says what exists; a run verifies before it reuses
     sha, _ = source_fingerprint(recipe.model)
     source_key = content_key("source", sha)
     source_cached = isinstance(recipe.model, LocalSource) or store.has(SOURCE_STAGE, source_key)

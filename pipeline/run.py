@@ -1,6 +1,10 @@
 """The pipeline run, as one flat sequence you can step through:
 
-recipe -> plan -> source -> for each variant (references first): measure_variant -> decide -> record.
+recipe -> plan -> parent run -> source -> for each variant (references first): measure_variant ->
+decide -> record.
+
+One run of a recipe at a time on a host (a second waits, then reuses what the first made); an
+interrupted run is finished by running it again, from what is cached, into the same MLflow parent run.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline import capacity, model_info, plots, promote, report, source, track
+from pipeline import capacity, model_info, plots, promote, report, secrecy, source, track
 from pipeline.measure import tasks
 from pipeline.measure.evals import EvalResult
 from pipeline.artifacts import Store
@@ -20,6 +24,15 @@ from pipeline.recipe.schema import Recipe
 from pipeline.settings import Settings
 from pipeline.toolenv import TRANSFORMERS, tool_env
 from pipeline.variant import VariantJob, VariantResult, measure_variant
+
+
+# `--force STAGE`: the store stages each names
+FORCEABLE = {"source": ("models",), "quantize": ("variants", "gguf-base"), "parity": ("parity",),
+             "divergence": ("divergence",), "evals": ("evals",), "load": ("load",)}
+
+
+class NotRecorded(Exception):
+    """Everything was measured and cached, but the tracking store could not take the record."""
 
 
 @dataclass(frozen=True)
@@ -47,18 +60,101 @@ def broken(results: list[VariantResult]) -> list[str]:
     return why
 
 
-def run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[str], None]) -> RunOutcome:
+def run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[str], None],
+        force: frozenset[str] = frozenset()) -> RunOutcome:
+    """`force`: names from FORCEABLE whose entries are made again (and replaced) rather than reused."""
     started = time.monotonic()
     for name in required_envs(recipe):
         tool_env(name, settings.envs).require()
+    # one for the run: a shared step that fails is not retried
+    store = Store(settings.artifacts, say, force=frozenset(s for name in force for s in FORCEABLE[name]))
+    recipe_hash = recipe.content_hash()
+    with store.lock("runs", recipe_hash, f"another run of this recipe ({recipe_hash}) is in progress; waiting for it"):
+        return _run(recipe, recipe_path, settings, say, store, started)
+
+
+def _run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[str], None], store: Store,
+         started: float) -> RunOutcome:
     plan = make_plan(recipe, settings)
     for warning in plan.warnings:
         say(f"warning: {warning}")
     say(f"plan: {len(plan.variants)} variants, {plan.work_left} with work left")
     refused = plan.refused()
+    run_name = f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    tracking_uri = settings.tracking_uri or recipe.tracking.uri or settings.default_tracking_uri()
+    tracker, parent = open_tracking(tracking_uri, recipe, recipe_path, settings, run_name, plan.recipe_hash, say)
+    try:
+        decided = _measure_and_decide(recipe, settings, say, store, plan, refused)
+    except BaseException:
+        if tracker and parent:
+            _quietly(lambda: tracker.interrupted(parent))
+        raise
+    results, decision = decided.results, decided.decision
 
+    summary = report.build(recipe.name, plan.recipe_hash, decided.gated, results, decided.capacities, decision,
+                           recipe.load.level_name, recipe.slo.percentile)
+    charts = draw_charts(summary, recipe, settings.artifacts / "reports" / run_name)
+    report_path = settings.artifacts / "reports" / f"{run_name}.json"
+    summary.save(report_path)  # kept whether or not the tracking store takes it
+    try:
+        if tracker is None or parent is None:  # unreachable at the start: one more try
+            tracker = track.Tracker(tracking_uri, recipe.tracking.experiment, settings.mlflow_artifact_root())
+            parent, _ = track.open_parent(tracker, run_name, recipe, recipe_path, plan.recipe_hash)
+        registry = track.record(tracker, parent, recipe, summary, results, decision, charts)
+    except track.unavailable_errors() as exc:
+        if tracker and parent:
+            _quietly(lambda: tracker.interrupted(parent))
+        raise NotRecorded(f"tracking store {secrecy.redact_uri(tracking_uri)} did not take the record"
+                          f" ({secrecy.redact(_first_line(exc))}); everything measured is cached and the report is at"
+                          f" {report_path}: run the same command again to record it") from None
+    if registry:
+        say(f"registry: {registry.note}")
+    summary = summary.with_tracking(registry, parent, secrecy.redact_uri(tracking_uri))
+    summary.save(report_path)
+    return RunOutcome(recipe, plan, results, decision, summary, report_path, round(time.monotonic() - started, 1))
+
+
+def open_tracking(uri: str, recipe: Recipe, recipe_path: Path, settings: Settings, run_name: str, recipe_hash: str,
+                  say: Callable[[str], None]) -> tuple[track.Tracker | None, str | None]:
+    """The tracker and the run's parent run (resumed if an interrupted run left it), or (None, None)
+    with a warning when the store cannot be reached: measuring goes on, recording is tried at the end."""
+    try:
+        tracker = track.Tracker(uri, recipe.tracking.experiment, settings.mlflow_artifact_root())
+        parent, resumed = track.open_parent(tracker, run_name, recipe, recipe_path, recipe_hash)
+    except track.unavailable_errors() as exc:
+        say(f"warning: tracking store {secrecy.redact_uri(uri)} unavailable ({secrecy.redact(_first_line(exc))});"
+            " measuring anyway, recording at the end")
+        return None, None
+    say(f"MLflow parent run {parent}" + (" (resumed: an earlier run of this recipe stopped before it finished)"
+                                         if resumed else ""))
+    return tracker, parent
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _quietly(action: Callable[[], object]) -> None:
+    """Best effort, for bookkeeping on the way out of a failure that is already being reported."""
+    try:
+        action()
+    except Exception:  # noqa: BLE001 - the failure in flight is the one to report
+        pass
+
+
+@dataclass(frozen=True)
+class Decided:
+    """What measuring and deciding hands to recording."""
+
+    results: list[VariantResult]
+    decision: promote.Decision
+    gated: list[str]  # the gated task labels
+    capacities: dict[str, capacity.Capacity | None]
+
+
+def _measure_and_decide(recipe: Recipe, settings: Settings, say: Callable[[str], None], store: Store, plan: Plan,
+                        refused: dict[str, str]) -> Decided:
     say("model source: materialising" if not plan.source_cached else "model source: cached")
-    store = Store(settings.artifacts)  # one for the run: a shared step that fails is not retried
     model = source.run(recipe.model, store, tool_env(TRANSFORMERS, settings.envs), recipe.timeouts.source)
 
     results: list[VariantResult] = []
@@ -89,20 +185,7 @@ def run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[st
     decision = promote.decide([evidence(r, capacities[r.name]) for r in results], gated, recipe.gates,
                               recipe.promotion, tolerances)
     say(f"decision: {decision.reason}")
-
-    tracking_uri = settings.tracking_uri or recipe.tracking.uri or settings.default_tracking_uri()
-    tracker = track.Tracker(tracking_uri, recipe.tracking.experiment, settings.mlflow_artifact_root())
-    summary = report.build(recipe.name, plan.recipe_hash, gated, results, capacities, decision, recipe.load.level_name,
-                           recipe.slo.percentile)
-    run_name = f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    charts = draw_charts(summary, recipe, settings.artifacts / "reports" / run_name)
-    parent_id, registry = track.record(tracker, run_name, recipe, recipe_path, summary, results, decision, charts)
-    if registry:
-        say(f"registry: {registry.note}")
-    summary = summary.with_tracking(registry, parent_id, tracking_uri)
-    report_path = settings.artifacts / "reports" / f"{run_name}.json"
-    summary.save(report_path)
-    return RunOutcome(recipe, plan, results, decision, summary, report_path, round(time.monotonic() - started, 1))
+    return Decided(results, decision, gated, capacities)
 
 
 def draw_charts(summary: report.Report, recipe: Recipe, folder: Path) -> dict[str, Path]:

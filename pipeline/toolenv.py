@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline import secrecy
 from pipeline.settings import REPO_ROOT, Settings
 from pipeline.workers import handoff
 
@@ -88,8 +89,11 @@ class ToolEnv:
                 return version
         return None
 
-    def environ(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = dict(os.environ)
+    def environ(self, extra: dict[str, str] | None = None,
+                keep_secrets: frozenset[str] = secrecy.HUB_SECRETS) -> dict[str, str]:
+        """The environment a tool runs in: this process's, less every secret but `keep_secrets` (a
+        worker may need the hub token for a hub model or dataset; tracking credentials stay here)."""
+        env = secrecy.without_secrets(dict(os.environ), keep_secrets)
         env["PYTHONPATH"] = str(REPO_ROOT)
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -1,7 +1,11 @@
 """MLflow recording: a parent run per pipeline run, a child run per variant, and the registry alias.
 
+The parent run is opened when a run starts and marked complete when everything is recorded; a run
+that was interrupted (Ctrl-C, SIGTERM, a killed machine, a tracking store that went away) is finished
+by running the same command again, into the same parent run (its children are recorded anew).
 The registry points at a copy of the winning artifact logged to its child run; re-running with the
 same champion adds no version. The champion being replaced keeps a `previous` alias for rollback.
+Nothing secret is recorded: params, tags and files are masked (pipeline/secrecy.py).
 """
 
 from __future__ import annotations
@@ -17,12 +21,22 @@ from typing import Any, Iterator
 import yaml
 from pydantic import BaseModel
 
+from pipeline import secrecy
 from pipeline.promote import Decision
 from pipeline.recipe.schema import Recipe
 from pipeline.report import Registry, Report, ReportRow
 from pipeline.variant import VariantResult
 
 PREVIOUS_ALIAS = "previous"
+STATE_TAG = "qg_state"  # "incomplete" from the start of a run until everything is recorded
+INCOMPLETE, COMPLETE = "incomplete", "complete"
+
+
+def unavailable_errors() -> tuple[type[BaseException], ...]:
+    """What a tracking store that is down or unreachable raises."""
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException, OSError)
 
 
 def _mlflow():
@@ -44,12 +58,37 @@ class Tracker:
             self.experiment_id = existing.experiment_id
         self.tracking_uri = tracking_uri
 
+    def open_parent(self, name: str, recipe_hash: str, params: dict[str, str], tags: dict[str, str]) -> tuple[str, bool]:
+        """(parent run id, resumed): the unfinished parent run of this recipe if an interrupted run
+        left one, else a new one."""
+        found = self.client.search_runs(
+            [self.experiment_id], f"tags.recipe_hash = '{recipe_hash}' and tags.{STATE_TAG} = '{INCOMPLETE}'",
+            order_by=["attributes.start_time DESC"], max_results=1)
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id, True
+        from mlflow.entities import Param, RunTag
+
+        run = self.client.create_run(self.experiment_id, run_name=name,
+                                     tags=_safe({**tags, "recipe_hash": recipe_hash, STATE_TAG: INCOMPLETE}))
+        self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in _safe(params).items()],
+                              tags=[RunTag("mlflow.runName", name)])
+        return run.info.run_id, False
+
+    def interrupted(self, run_id: str) -> None:
+        """Mark a parent run stopped midway (it stays incomplete: the next run resumes it)."""
+        self.client.set_terminated(run_id, "KILLED")
+
     @contextmanager
-    def parent_run(self, name: str, params: dict[str, str], tags: dict[str, str]) -> Iterator[str]:
+    def parent_run(self, run_id: str) -> Iterator[str]:
+        """Record into the open parent run; its earlier children, from an interrupted attempt, go."""
         mlflow = _mlflow()
-        with mlflow.start_run(experiment_id=self.experiment_id, run_name=name, tags=tags) as run:
-            mlflow.log_params(_clip(params))
+        for child in self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'"):
+            self.client.delete_run(child.info.run_id)
+        with mlflow.start_run(run_id=run_id) as run:
             yield run.info.run_id
+            self.client.set_tag(run_id, STATE_TAG, COMPLETE)
 
     def child_run(
         self,
@@ -61,8 +100,8 @@ class Tracker:
         series: dict[str, list[float]] | None = None,
     ) -> str:
         mlflow = _mlflow()
-        with mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=True, tags=tags) as run:
-            mlflow.log_params(_clip(params))
+        with mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=True, tags=_safe(tags)) as run:
+            mlflow.log_params(_safe(params))
             finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
             mlflow.log_metrics(finite)
             for name, values in (series or {}).items():
@@ -76,12 +115,13 @@ class Tracker:
             return run.info.run_id
 
     def log_parent(self, run_id: str, tags: dict[str, str], files: dict[str, Any]) -> None:
-        for key, value in tags.items():
+        for key, value in _safe(tags).items():
             self.client.set_tag(run_id, key, value)
         with tempfile.TemporaryDirectory() as tmp:
             for name, content in files.items():
                 path = Path(tmp) / name
-                path.write_text(content if isinstance(content, str) else json.dumps(content, indent=2, default=str))
+                text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
+                path.write_text(secrecy.redact(text))
                 self.client.log_artifact(run_id, str(path))
 
     def register(self, model_name: str, alias: str, run_id: str, model_file: Path, manifest: dict[str, Any]) -> Registry:
@@ -118,21 +158,27 @@ class Tracker:
                         + (f"; version {previous} kept as {PREVIOUS_ALIAS!r}" if previous else ""))
 
 
-def _clip(params: dict[str, str]) -> dict[str, str]:
-    # MLflow caps a param value at 6000 characters.
-    return {k: (v if len(v) <= 6000 else v[:5997] + "...") for k, v in params.items()}
+def _safe(values: dict[str, str]) -> dict[str, str]:
+    """Params or tags as MLflow may keep them: secrets masked, at most 6000 characters (its cap)."""
+    masked = {k: secrecy.redact(str(v)) for k, v in values.items()}
+    return {k: (v if len(v) <= 6000 else v[:5997] + "...") for k, v in masked.items()}
 
 
-def record(tracker: Tracker, run_name: str, recipe: Recipe, recipe_path: Path, report: Report,
-           results: list[VariantResult], decision: Decision,
-           charts: dict[str, Path] | None = None) -> tuple[str, Registry | None]:
-    """The parent run, a child per variant, the winner registered; returns (parent run id, registry).
+def open_parent(tracker: Tracker, run_name: str, recipe: Recipe, recipe_path: Path, recipe_hash: str) -> tuple[str, bool]:
+    """The run's parent run, opened at its start (or the one an interrupted run left): (id, resumed)."""
+    return tracker.open_parent(run_name, recipe_hash, flat_params(recipe.model_dump(mode="json", exclude={"variants"})),
+                               {"recipe": str(recipe_path)})
+
+
+def record(tracker: Tracker, parent: str, recipe: Recipe, report: Report, results: list[VariantResult],
+           decision: Decision, charts: dict[str, Path] | None = None) -> Registry | None:
+    """A child run per variant, the winner registered, the decision on the `parent` run, which is
+    then complete; returns the registry's answer.
     `charts`: variant -> its latency-vs-load PNG, and "" -> the chart across variants (on the parent)."""
     charts = charts or {}
     registry = None
     variants = {v.name: v for v in recipe.variants}
-    with tracker.parent_run(run_name, flat_params(recipe.model_dump(mode="json", exclude={"variants"})),
-                            {"recipe": str(recipe_path), "recipe_hash": report.recipe_hash}) as parent_id:
+    with tracker.parent_run(parent) as parent_id:
         child_ids = {}
         for result in results:
             row = report.row(result.name)
@@ -154,7 +200,7 @@ def record(tracker: Tracker, run_name: str, recipe: Recipe, recipe_path: Path, r
                             "recipe.yaml": yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)})
         if "" in charts:
             tracker.client.log_artifact(parent_id, str(charts[""]))
-    return parent_id, registry
+    return registry
 
 
 def _with_chart(files: dict[str, list[Path]], chart: Path | None) -> dict[str, list[Path]]:

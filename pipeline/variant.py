@@ -17,7 +17,7 @@ from typing import Callable
 
 import httpx
 
-from pipeline import specs
+from pipeline import quantize, secrecy, specs
 from pipeline.artifacts import Store
 from pipeline.engines import EngineContext
 from pipeline.engines.server import ServerFailed
@@ -106,8 +106,9 @@ def measure_variant(job: VariantJob, say: Callable[[str], None] = lambda _: None
     result = VariantResult(name=variant.name, engine=variant.engine, reference=variant.reference)
     t0 = time.monotonic()
     try:
-        artifact = quantizer_for(variant.kind, job.envs_root, recipe).quantize(
-            variant, job.source, store, job.recipe_hash)
+        quantizer = quantizer_for(variant.kind, job.envs_root, recipe)
+        with store.lock(quantize.STAGE, quantizer.key(variant, job.source)):  # a second run waits, then reuses
+            artifact = quantizer.quantize(variant, job.source, store, job.recipe_hash)
     except ToolFailed as exc:  # one broken variant must not sink the others; it fails its gate
         result.quantize_error = str(exc)
         return result
@@ -234,7 +235,7 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
     finally:
         for folder in built:
             if log_path.is_file():
-                shutil.copy2(log_path, folder / SERVER_LOG)
+                secrecy.copy_redacted(log_path, folder / SERVER_LOG)
     result.server_log = next((f / SERVER_LOG for f in built if (f / SERVER_LOG).is_file()), None)
     result.load_folder = store.entry(load.STAGE, keys.load) if store.has(load.STAGE, keys.load) else None
 
@@ -274,6 +275,6 @@ def _keep_failed_log(store: Store, artifact: Artifact, log_path: Path) -> Path |
         return None
     target = store.root / "failed" / f"serve-{artifact.variant}-{artifact.key}.log"
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(log_path, target)
+    secrecy.copy_redacted(log_path, target)
     return target
 

@@ -43,21 +43,18 @@ class LlamaServerEngine(ServedEngine):
 
     def __init__(self, artifact: Artifact, config: LlamaCppEngineConfig, env: ToolEnv, log_path: Path):
         super().__init__(artifact, log_path)
-        argv = [
-            str(llamacpp_binary(env, "llama-server")),
-            "--model", str(artifact.model_path),
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--api-key", self.api_key,
-            "--alias", self.served_model,
-            "--threads", str(config.threads),
-            "--threads-batch", str(config.threads),
-            "--parallel", str(config.parallel),
-            "--ctx-size", str(config.parallel * config.ctx_per_slot),
-            "--no-webui",
-        ]
+        binary = llamacpp_binary(env, "llama-server")
+
+        def argv(port: int) -> list[str]:
+            return [str(binary), "--model", str(artifact.model_path), "--host", "127.0.0.1", "--port", str(port),
+                    "--alias", self.served_model, "--threads", str(config.threads),
+                    "--threads-batch", str(config.threads), "--parallel", str(config.parallel),
+                    "--ctx-size", str(config.parallel * config.ctx_per_slot), "--no-webui"]
+
+        # The key goes in the environment, not in argv, which every local user can read.
+        environ = env.environ({"LLAMA_API_KEY": self.api_key}, keep_secrets=frozenset())
         # /health answers 503 while the model loads and 200 once it can serve.
-        self.server = ServerProcess(argv, f"{self.base_url}/health", log_path, config.ready_timeout_s)
+        self.server = ServerProcess(argv, "/health", log_path, config.ready_timeout_s, env=environ)
 
 
 def capabilities(config: LlamaCppEngineConfig) -> specs.Capabilities:

@@ -1,20 +1,25 @@
-"""A server subprocess on loopback: free port, API key, readiness with a timeout, log captured,
-stopped by process group (SIGTERM, then SIGKILL) even when the stage using it fails.
+"""A server subprocess on loopback: free port (another one if it is taken when the server binds),
+API key, readiness with a timeout, log captured, stopped by process group (SIGTERM, then SIGKILL)
+even when the stage using it fails.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import secrets
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import httpx
 
+from pipeline import secrecy
+from pipeline.settings import Settings
 from pipeline.toolenv import ToolFailed
 
 
@@ -29,7 +34,7 @@ def free_port() -> int:
 
 
 def new_api_key() -> str:
-    return "qg-" + secrets.token_hex(16)
+    return secrecy.register("qg-" + secrets.token_hex(16))
 
 
 def exit_status(code: int) -> str:
@@ -53,40 +58,87 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+PORT_TAKEN = re.compile(r"address already in use|couldn't bind|could not bind|errno 98\b", re.IGNORECASE)
+PORT_ATTEMPTS = 8
+
+
+def ports() -> Iterator[int]:
+    """Ports to try, at most PORT_ATTEMPTS: in order from the host's QUANTGATE_PORTS range (where a
+    firewall allows only some), else fresh free ones from the OS. A port can be taken between the
+    choice and the server's bind (another run, another program); the server then fails to bind and
+    the next port is tried."""
+    span = Settings().ports
+    if span is not None:
+        yield from itertools.islice(range(span[0], span[1] + 1), PORT_ATTEMPTS)
+    else:
+        for _ in range(PORT_ATTEMPTS):
+            yield free_port()
+
+
 class ServerProcess:
-    """Start `argv`, wait until `ready_url` answers 200, stop the whole process group on exit."""
+    """Start `argv(port)`, wait until `ready_path` answers 200 on loopback, stop the whole process
+    group on exit. A port found taken when the server binds it is retried on the next port."""
 
     def __init__(
         self,
-        argv: list[str],
-        ready_url: str,
+        argv: Callable[[int], list[str]],
+        ready_path: str,
         log_path: Path,
         ready_timeout_s: float,
         env: dict[str, str] | None = None,
         ready_check: Callable[[httpx.Response], bool] = lambda r: r.status_code == 200,
     ):
         self.argv = argv
-        self.ready_url = ready_url
+        self.ready_path = ready_path
         self.log_path = log_path
         self.ready_timeout_s = ready_timeout_s
         self.env = env
         self.ready_check = ready_check
         self.proc: subprocess.Popen[bytes] | None = None
+        self.port: int | None = None
         self.ready_seconds: float | None = None
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("the server has no port before it starts")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ready_url(self) -> str:
+        return self.base_url + self.ready_path
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        tried = []
+        for attempt, port in enumerate(ports()):
+            try:
+                self._start_on(port)
+                return
+            except _PortTaken:
+                tried.append(port)
+                self.stop()
+                with open(self.log_path, "a") as log:
+                    log.write(f"[quantgate] port {port} was taken when the server bound it; trying another\n")
+                time.sleep(min(0.2 * 2 ** attempt, 2.0))
+        raise ServerFailed(f"every port tried was taken ({', '.join(map(str, tried))})", self.log_path, cause="")
+
+    def _start_on(self, port: int) -> None:
+        self.port = port
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         started = time.monotonic()
         # Own session/process group: stopping it also stops any children the server spawned.
         self.proc = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+            self.argv(port), stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
         )
         log.close()
         deadline = started + self.ready_timeout_s
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
+                    if _log_since(self.log_path, log_start, PORT_TAKEN):
+                        raise _PortTaken()
                     raise ServerFailed(f"server exited with {exit_status(self.proc.returncode)} before it was"
                                        " ready", self.log_path)
                 try:
@@ -149,6 +201,16 @@ class ServerProcess:
         self.stop()
 
 
+class _PortTaken(Exception):
+    """The server could not bind its port: someone took it after it was chosen."""
+
+
+def _log_since(path: Path, offset: int, pattern: re.Pattern[str]) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return bool(pattern.search(handle.read().decode(errors="replace")))
+
+
 class ServedEngine:
     """What engines that run one `ServerProcess` (set as self.server) share: a loopback address with
     a fresh port and API key, the served name, its log, and the context-manager plumbing."""
@@ -160,9 +222,11 @@ class ServedEngine:
         self.artifact = artifact
         self.log_path = log_path
         self.api_key = new_api_key()
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
         self.served_model = artifact.variant
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
 
     @property
     def ready_seconds(self) -> float | None:

@@ -43,11 +43,8 @@ class VLLMServerEngine(ServedEngine):
 
     def __init__(self, artifact: Artifact, config: VLLMEngineConfig, env: ToolEnv, cache_root: Path, log_path: Path):
         super().__init__(artifact, log_path)
-        argv = [
-            str(env.python), "-m", "vllm.entrypoints.openai.api_server",
+        flags = [
             "--model", str(artifact.model_path),
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--api-key", self.api_key,
             "--served-model-name", self.served_model,
             "--max-model-len", str(config.max_model_len),
             "--max-num-seqs", str(config.max_num_seqs),
@@ -58,14 +55,20 @@ class VLLMServerEngine(ServedEngine):
             "--enable-prefix-caching" if config.enable_prefix_caching else "--no-enable-prefix-caching",
             "--max-logprobs", str(MAX_TOP_LOGPROBS),
         ] + (["--enforce-eager"] if config.enforce_eager else [])
+
+        def argv(port: int) -> list[str]:
+            return [str(env.python), "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1",
+                    "--port", str(port), *flags]
+
         environ = env.environ({
             "VLLM_CPU_KVCACHE_SPACE": str(config.cpu_kv_cache_gib),
             # vLLM otherwise writes a compile cache under the home folder, shared by everything.
             "VLLM_CACHE_ROOT": str(cache_root / "vllm-cache"),
             "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1",
-        })
-        self.server = ServerProcess(argv, f"{self.base_url}/health", log_path, config.ready_timeout_s, env=environ)
+            "VLLM_API_KEY": self.api_key,  # not in argv, which every local user can read
+        }, keep_secrets=frozenset())
+        self.server = ServerProcess(argv, "/health", log_path, config.ready_timeout_s, env=environ)
 
 
 def capabilities(config: VLLMEngineConfig) -> specs.Capabilities:

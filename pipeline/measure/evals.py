@@ -83,6 +83,14 @@ def _result(store: Store, eval_key: str, data: dict[str, Any]) -> EvalResult:
 def run(engine: EngineContext, artifact: Artifact, store: Store, tasks: list[ResolvedTask], config: EvalsConfig,
         eval_key: str, timeout_s: float) -> EvalResult:
     """Score the tasks on the running server (and its scorer); stored under `eval_key`."""
+    with store.lock(STAGE, eval_key):  # another run measuring the same may have finished meanwhile
+        if (found := cached(store, eval_key)) is not None:
+            return found
+        return _build(engine, artifact, store, tasks, config, eval_key, timeout_s)
+
+
+def _build(engine: EngineContext, artifact: Artifact, store: Store, tasks: list[ResolvedTask], config: EvalsConfig,
+           eval_key: str, timeout_s: float) -> EvalResult:
     server = engine.running()
     capabilities = engine.capabilities
     with store.building(STAGE, eval_key) as scratch:

@@ -9,6 +9,7 @@ failed is reported but not cached: the errors may be passing trouble.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pipeline.artifacts import RESULT_FILE, Store, content_key, sha256_file, write_json
 from pipeline.engines import EngineContext
@@ -68,7 +69,13 @@ def failed_requests(output: LoadOutput) -> int:
 def run(engine: EngineContext, env: ToolEnv, store: Store, config: LoadConfig, tokenizer: Path,
         load_key: str) -> LoadOutput:
     """The sweep against the running server; cached unless a request failed."""
-    server = engine.running()
+    with store.lock(STAGE, load_key):  # another run measuring the same may have finished meanwhile
+        if (found := cached(store, load_key)) is not None:
+            return found
+        return _build(engine.running(), env, store, config, tokenizer, load_key)
+
+
+def _build(server: Any, env: ToolEnv, store: Store, config: LoadConfig, tokenizer: Path, load_key: str) -> LoadOutput:
     with store.building(STAGE, load_key) as scratch:
         job = request(config, server.base_url, server.api_key, server.served_model, tokenizer, scratch)
         # The sweep's own time bound: every level at its limit, its warm-up and GuideLLM's start.

@@ -5,8 +5,7 @@
 
 from __future__ import annotations
 
-import httpx
-
+from pipeline import retry
 from pipeline.engines import Engine
 
 
@@ -17,7 +16,7 @@ class ServedLogprobs:
         self.timeout_s = timeout_s
 
     def _post(self, path: str, body: dict) -> dict:
-        response = httpx.post(f"{self.server.base_url}{path}", headers={"Authorization": f"Bearer {self.server.api_key}"},
+        response = retry.post(f"{self.server.base_url}{path}", headers={"Authorization": f"Bearer {self.server.api_key}"},
                               json={"model": self.server.served_model, **body}, timeout=self.timeout_s)
         response.raise_for_status()
         return response.json()

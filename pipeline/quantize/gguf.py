@@ -64,12 +64,14 @@ class GGUFQuantizer:
 
     def _convert(self, source: SourceResult, store: Store, outtype: str) -> Path:
         key = content_key(BASE_STAGE, source.key, outtype, tool_versions(self.env))
-        if not store.has(BASE_STAGE, key):
-            with store.building(BASE_STAGE, key) as scratch:
-                details = self.env.run_worker("pipeline.workers.gguf", GGUFConvertRequest(
-                    llama_cpp_src=str(llama_cpp_src(self.env)), model_dir=str(source.model_dir),
-                    out=str(scratch / MODEL_FILE), outtype=outtype), scratch, "convert.log", timeout_s=self.timeout_s)
-                write_json(scratch / RESULT_FILE, {"seconds": details.seconds})
+        with store.lock(BASE_STAGE, key):
+            if not store.has(BASE_STAGE, key):
+                with store.building(BASE_STAGE, key) as scratch:
+                    details = self.env.run_worker("pipeline.workers.gguf", GGUFConvertRequest(
+                        llama_cpp_src=str(llama_cpp_src(self.env)), model_dir=str(source.model_dir),
+                        out=str(scratch / MODEL_FILE), outtype=outtype), scratch, "convert.log",
+                        timeout_s=self.timeout_s)
+                    write_json(scratch / RESULT_FILE, {"seconds": details.seconds})
         return store.entry(BASE_STAGE, key) / MODEL_FILE
 
     def quantize(self, variant: GGUFVariant, source: SourceResult, store: Store, recipe_hash: str) -> Artifact:

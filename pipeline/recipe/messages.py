@@ -42,27 +42,41 @@ def describe(err: dict[str, Any], data: Any, model: type[BaseModel], kind_tags: 
 
 def _loc(loc: tuple[Any, ...], kind_tags: set[str]) -> str:
     out = ""
+    tag_next = False  # the part after a discriminated union's place is the tag pydantic inserts
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in kind_tags and out.endswith(("model", "]")):
-            continue  # the discriminator tag pydantic inserts; the user did not write it
+        elif tag_next and part in kind_tags and out.endswith(("model", "]")):
+            tag_next = False
+            continue  # the discriminator tag; the user did not write it (a key of the same name they did)
         else:
             out += f".{part}" if out else str(part)
+        tag_next = True
     return out
 
 
 def _allowed_keys(loc: tuple[Any, ...], data: Any, model: type[BaseModel], kind_tags: set[str]) -> list[str]:
     """The field names of the model at `loc`, walking the schema the way pydantic did."""
     current: Any = model
+    annotation: Any = None  # of the field being walked: a list's item model is chosen by the item
     node = data
+    previous: Any = None
     for part in loc:
-        if part in kind_tags:
-            continue  # the discriminator tag pydantic inserts into the location, not a key in the data
-        node = node[part] if isinstance(node, (dict, list)) else None
         if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and -len(node) <= part < len(node) else None
+            current = _model_for(annotation, node) if annotation is not None else None
+            previous = part
             continue
-        current = _model_for(current.model_fields[part].annotation, node)
+        if part in kind_tags and (isinstance(previous, int) or previous == "model"):
+            previous = None
+            continue  # the discriminator tag pydantic inserts into the location, not a key in the data
+        previous = part
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        node = node.get(part) if isinstance(node, dict) else None
+        annotation = field.annotation
+        current = _model_for(annotation, node)
     return sorted(current.model_fields) if current else []
 
 

@@ -30,8 +30,9 @@ class HubSource(Strict):
     """A model on the Hugging Face hub (needs a network; offline runs need it in the local cache)."""
 
     kind: Literal["hf"]
-    repo_id: str
+    repo_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
     revision: str = "main"
+    allow_pickle: bool = Field(False, description="accept pickle checkpoints (*.bin) when the repo has no safetensors")
 
 
 class LocalSource(Strict):
@@ -39,6 +40,7 @@ class LocalSource(Strict):
 
     kind: Literal["local"]
     path: Path
+    allow_pickle: bool = Field(False, description="accept pickle checkpoints (*.bin, *.pt) when there are no safetensors")
 
 
 class GGUFSource(Strict):
@@ -235,7 +237,8 @@ class Gates(Strict):
 
 
 class Tracking(Strict):
-    experiment: str
+    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                            description="MLflow experiment; also a folder name under the artifact root")
     registered_model: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     alias: str = Field("champion", pattern=r"^[a-z][a-z0-9_-]*$")
     uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite under artifacts/")

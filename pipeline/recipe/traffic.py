@@ -6,6 +6,8 @@ Models only, no I/O; `load.py` checks the prompts file exists.
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,8 +71,8 @@ class LoadConfig(Strict):
     @model_validator(mode="after")
     def _levels(self) -> "LoadConfig":
         shown = "[" + ", ".join(f"{level:g}" for level in self.levels) + "]"
-        if any(level <= 0 for level in self.levels):
-            raise ValueError(f"levels: {shown} must all be positive")
+        if any(level <= 0 or not math.isfinite(level) for level in self.levels):
+            raise ValueError(f"levels: {shown} must all be positive and finite")
         if self.levels != sorted(set(self.levels)):
             raise ValueError(f"levels: {shown} must be increasing, each once")
         if self.profile == "concurrency" and any(level != int(level) for level in self.levels):

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline import retry
 from pipeline.workers.alignment import PROBE_PROMPT, check_alignment
 from pipeline.workers.divergence_summary import summarize
 from pipeline.workers.handoff import serve
@@ -76,10 +77,8 @@ class InProcessScorer:
 
 
 def probe(scorer: InProcessScorer, base_url: str, api_key: str, n_predict: int = 12) -> dict[str, Any]:
-    import httpx
-
     prompt = ([scorer.bos] if scorer.add_bos else []) + scorer.tokenize(PROBE_PROMPT)
-    response = httpx.post(
+    response = retry.post(
         f"{base_url}/completion",
         headers={"Authorization": f"Bearer {api_key}"},
         json={"prompt": prompt, "n_predict": n_predict, "temperature": 0, "top_k": 1, "n_probs": 2,
@@ -172,7 +171,7 @@ def make_lm(scorer: InProcessScorer, base_url: str, api_key: str, concurrency: i
                     body = {"prompt": context, "n_predict": int(gen_kwargs.get("max_gen_toks", 256)),
                             "temperature": 0, "top_k": 1, "stop": until if isinstance(until, list) else [until],
                             "cache_prompt": False}
-                    response = client.post(f"{base_url}/completion", json=body)
+                    response = retry.post(f"{base_url}/completion", client=client, json=body)
                     response.raise_for_status()
                     return response.json()["content"]
 

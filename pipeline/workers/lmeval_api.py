@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline import retry
 from pipeline.workers.alignment import PROBE_PROMPT, check_alignment
 from pipeline.workers.handoff import serve
 from pipeline.workers.lmeval_results import alignment_summary, run_tasks
@@ -29,12 +30,13 @@ def probe(base_url: str, api_key: str, model: str, n_predict: int = 12) -> dict[
 
     headers = {"Authorization": f"Bearer {api_key}"}
     with httpx.Client(headers=headers, timeout=300) as client:
-        prompt = client.post(f"{base_url}/tokenize", json={"model": model, "prompt": PROBE_PROMPT}).json()["tokens"]
-        gen = client.post(f"{base_url}/v1/completions", json={
+        prompt = retry.post(f"{base_url}/tokenize", client=client,
+                            json={"model": model, "prompt": PROBE_PROMPT}).json()["tokens"]
+        gen = retry.post(f"{base_url}/v1/completions", client=client, json={
             "model": model, "prompt": prompt, "max_tokens": n_predict, "temperature": 0, "logprobs": 1,
             "ignore_eos": True, "return_tokens_as_token_ids": True}).json()["choices"][0]["logprobs"]
         generated = [{"id": _token_id(t), "logprob": float(lp)} for t, lp in zip(gen["tokens"], gen["token_logprobs"])]
-        scored = client.post(f"{base_url}/v1/completions", json={
+        scored = retry.post(f"{base_url}/v1/completions", client=client, json={
             "model": model, "prompt": prompt + [g["id"] for g in generated], "max_tokens": 1, "temperature": 0,
             "echo": True, "logprobs": 2, "return_tokens_as_token_ids": True}).json()["choices"][0]["logprobs"]
     rows = []

@@ -81,8 +81,12 @@ def materialize(request: MaterializeRequest) -> MaterializedModel:
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
     elif request.kind == "hf":
-        model = AutoModelForCausalLM.from_pretrained(request.repo_id, revision=request.revision, dtype=torch.bfloat16)
-        tokenizer = AutoTokenizer.from_pretrained(request.repo_id, revision=request.revision)
+        # No code from the repo is run (trust_remote_code stays off), and no pickle is loaded unless
+        # the recipe allows it: a repo without safetensors fails here with transformers' message.
+        model = AutoModelForCausalLM.from_pretrained(request.repo_id, revision=request.revision, dtype=torch.bfloat16,
+                                                     use_safetensors=None if request.allow_pickle else True,
+                                                     trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(request.repo_id, revision=request.revision, trust_remote_code=False)
     else:
         raise ValueError(f"nothing to materialise for source kind {request.kind!r}")
     model = model.to(torch.bfloat16)

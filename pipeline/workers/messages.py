@@ -222,6 +222,7 @@ class MaterializeRequest:
     path: str | None = None
     repo_id: str | None = None
     revision: str | None = None
+    allow_pickle: bool = False  # a hub repo's pickle weights (*.bin); safetensors only by default
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.capacity import assess
-from pipeline.engines.server import ServerProcess, free_port
+from pipeline.engines.server import ServerProcess
 from pipeline.measure import load
 from pipeline.measure.latency import measured, summarize
 from pipeline.recipe.traffic import SLO, Hardware, LoadConfig
@@ -37,11 +37,11 @@ def guidellm_env():
 
 
 def llama_server(llamacpp, gguf: Path, log: Path) -> ServerProcess:
-    port = free_port()
-    argv = [str(llamacpp_binary(llamacpp, "llama-server")), "--model", str(gguf), "--host", "127.0.0.1",
-            "--port", str(port), "--api-key", API_KEY, "--alias", "demo", "--threads", "1", "--threads-batch", "1",
-            "--parallel", "2", "--ctx-size", "1024", "--no-webui"]
-    return ServerProcess(argv, f"http://127.0.0.1:{port}/health", log, 60)
+    def argv(port: int) -> list[str]:
+        return [str(llamacpp_binary(llamacpp, "llama-server")), "--model", str(gguf), "--host", "127.0.0.1",
+                "--port", str(port), "--api-key", API_KEY, "--alias", "demo", "--threads", "1", "--threads-batch",
+                "1", "--parallel", "2", "--ctx-size", "1024", "--no-webui"]
+    return ServerProcess(argv, "/health", log, 60)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Content-addressed store: stable keys, and entries that exist only when a stage finished."""
+"""Content-addressed store: stable keys, entries that exist only when a stage finished, are reused only
+while their checksums hold, are made by one run at a time, and never keep a secret."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.artifacts import RESULT_FILE, Store, content_key, read_json, write_json
+from pipeline import secrecy
+from pipeline.artifacts import CHECKSUMS_FILE, RESULT_FILE, Store, content_key, read_json, write_json
 from pipeline.toolenv import ToolFailed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,7 +63,8 @@ def test_key_is_stable_across_processes(tmp_path):
 
 
 def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    """What a stage folder holds besides its lock files (those stay: removing one would race)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) if folder.exists() else []
 
 
 def test_successful_build_becomes_the_entry(tmp_path):
@@ -189,3 +192,160 @@ def test_discard_moves_a_finished_entry_out_of_reach(tmp_path):
     assert not store.has("evals", "e1") and not store.entry("evals", "e1").exists()
     assert kept is not None and (kept / "lmeval.log").read_text() == "scored\n" and not (kept / RESULT_FILE).exists()
     assert store.discard("evals", "e1") is None
+
+
+# --- checksums: an entry is reused only while its files are those it was made with --------------
+
+
+def finished_entry(store: Store, stage: str = "variants", key: str = "k1") -> Path:
+    with store.building(stage, key) as scratch:
+        (scratch / "model.gguf").write_bytes(b"weights" * 100)
+        write_json(scratch / RESULT_FILE, {"ok": 1})
+    return store.entry(stage, key)
+
+
+def test_a_finished_entry_lists_every_file_with_size_and_sha256(tmp_path):
+    entry = finished_entry(Store(tmp_path))
+    listed = read_json(entry / CHECKSUMS_FILE)["files"]
+    assert set(listed) == {"model.gguf", RESULT_FILE}
+    assert listed["model.gguf"]["bytes"] == 700 and len(listed["model.gguf"]["sha256"]) == 64
+    assert Store(tmp_path).has("variants", "k1")  # a new run verifies it, and it holds
+
+
+@pytest.mark.parametrize("damage, said", [
+    (lambda e: (e / "model.gguf").write_bytes(b"weights" * 99 + b"Weights"), "model.gguf does not match its sha256"),
+    (lambda e: (e / "model.gguf").write_bytes(b"weights"), "model.gguf has 7 bytes, 700 when made"),
+    (lambda e: (e / "model.gguf").unlink(), "model.gguf is missing"),
+    (lambda e: (e / CHECKSUMS_FILE).write_text("{not json"), f"{CHECKSUMS_FILE} is not readable (damaged)"),
+])
+def test_a_damaged_entry_is_moved_aside_said_once_and_made_again(tmp_path, damage, said):
+    damage(finished_entry(Store(tmp_path)))
+    heard: list[str] = []
+    store = Store(tmp_path, heard.append)  # the next run
+    assert not store.has("variants", "k1") and not store.entry("variants", "k1").exists()
+    assert len(heard) == 1 and heard[0].startswith(f"variants/k1: {said}") and heard[0].endswith("made again")
+    moved = [p for p in (tmp_path / "failed").iterdir() if p.name.startswith("variants-k1-damaged-")]
+    assert len(moved) == 1 and not (moved[0] / RESULT_FILE).exists()  # kept for a look, never read as finished
+    assert finished_entry(store).is_dir() and store.has("variants", "k1")
+
+
+def test_an_entry_finished_before_checksums_existed_is_adopted_once_then_checked(tmp_path):
+    entry = finished_entry(Store(tmp_path))
+    (entry / CHECKSUMS_FILE).unlink()  # as an older quantgate left it: finished, never checksummed
+    heard: list[str] = []
+    assert Store(tmp_path, heard.append).has("variants", "k1")
+    assert heard == ["variants/k1: made before entries were checksummed; its checksums are recorded now"]
+    assert set(read_json(entry / CHECKSUMS_FILE)["files"]) == {"model.gguf", RESULT_FILE}
+    (entry / "model.gguf").write_bytes(b"x" * 700)
+    assert not Store(tmp_path).has("variants", "k1")  # from now on a change is found
+
+
+def test_a_verified_entry_is_hashed_once_per_run_and_plan_does_not_hash(tmp_path):
+    entry = finished_entry(Store(tmp_path))
+    store = Store(tmp_path)
+    assert store.has("variants", "k1")
+    (entry / "model.gguf").write_bytes(b"x" * 700)  # changed after this run verified it: not looked at again
+    assert store.has("variants", "k1")
+    assert Store(tmp_path, verify=False).has("variants", "k1")  # `plan` says what exists, hashes nothing
+    assert not Store(tmp_path).has("variants", "k1")  # the next run finds it
+
+
+def test_store_names_cannot_leave_the_store(tmp_path):
+    store = Store(tmp_path)
+    for stage, key in (("variants", "../k"), ("..", "k"), ("variants", "a/b"), ("variants", ".."), ("x/../..", "k")):
+        with pytest.raises(ValueError, match="not a store name"):
+            store.entry(stage, key)
+
+
+# --- one builder per key, across processes -------------------------------------------------------
+
+BUILDER = """
+import sys, time
+from pathlib import Path
+from pipeline.artifacts import RESULT_FILE, Store, write_json
+store = Store(Path(sys.argv[1]), lambda m: print(m, flush=True))
+with store.lock("variants", "k1"):
+    if store.has("variants", "k1"):
+        print("reused", flush=True)
+    else:
+        with store.building("variants", "k1") as scratch:
+            print("building", flush=True)
+            time.sleep(float(sys.argv[2]))
+            (scratch / "model.gguf").write_text(sys.argv[3])
+            write_json(scratch / RESULT_FILE, {"by": sys.argv[3]})
+"""
+
+
+def test_a_second_run_waits_for_the_first_builder_and_reuses_its_entry(tmp_path):
+    def start(name: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", BUILDER, str(tmp_path), "2.0", name], cwd=REPO, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    first = start("first")
+    assert first.stdout.readline().strip() == "building"  # it holds the lock now
+    second = start("second")
+    out_first, out_second = first.communicate(timeout=30)[0], second.communicate(timeout=30)[0]
+    assert first.returncode == 0 and second.returncode == 0, out_first + out_second
+    assert out_second.splitlines() == ["variants/k1 is being made by another run; waiting for it", "reused"]
+    assert Store(tmp_path).result("variants", "k1") == {"by": "first"}
+    assert leftovers(tmp_path / "variants") == ["k1"]
+
+
+def test_a_builder_that_did_not_lock_never_replaces_a_finished_entry(tmp_path):
+    store = Store(tmp_path)
+    entry = finished_entry(store)
+    with Store(tmp_path).building("variants", "k1") as scratch:  # a second run that skipped the check
+        (scratch / "model.gguf").write_bytes(b"other")
+        write_json(scratch / RESULT_FILE, {"ok": 2})
+    assert (entry / "model.gguf").read_bytes() == b"weights" * 100 and store.result("variants", "k1") == {"ok": 1}
+    assert leftovers(tmp_path / "variants") == ["k1"] and Store(tmp_path).has("variants", "k1")
+
+
+def test_the_lock_of_a_killed_builder_is_released_and_its_scratch_cleared(tmp_path):
+    builder = subprocess.Popen([sys.executable, "-c", BUILDER, str(tmp_path), "60", "killed"], cwd=REPO, text=True,
+                               stdout=subprocess.PIPE)
+    assert builder.stdout.readline().strip() == "building"
+    builder.kill()  # a machine that dies mid-build: its scratch folder stays behind
+    builder.wait()
+    assert [p.name.startswith(".k1.tmp-") for p in (tmp_path / "variants").iterdir() if not p.name.endswith(".lock")] == [True]
+    entry = finished_entry(Store(tmp_path))  # no wait: the OS released the dead run's lock
+    assert entry.is_dir() and leftovers(tmp_path / "variants") == ["k1"]
+    assert [p.name.split("-")[2] for p in (tmp_path / "failed").iterdir()] == ["abandoned"]
+
+
+# --- secrets never stay in the store ---------------------------------------------------------------
+
+
+def test_secrets_are_masked_in_finished_and_failed_entries(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_plantedSECRET123")
+    api_key = secrecy.register("qg-" + "ab" * 16)
+    store = Store(tmp_path)
+    with store.building("evals", "e1") as scratch:
+        (scratch / "lmeval.log").write_text(f"token hf_plantedSECRET123 and key {api_key}\n")
+        (scratch / "weights.bin").write_bytes(b"\0hf_plantedSECRET123")  # binary: left as it is
+        write_json(scratch / RESULT_FILE, {"tracking": "http://me:hunter22@mlflow:5000/"})
+    entry = store.entry("evals", "e1")
+    assert (entry / "lmeval.log").read_text() == "token *** and key ***\n"
+    assert store.result("evals", "e1") == {"tracking": "http://me:***@mlflow:5000/"}
+    assert Store(tmp_path).has("evals", "e1")  # checksummed after masking
+    with pytest.raises(ToolFailed):
+        with store.building("evals", "e2") as scratch:
+            (scratch / "lmeval.log.request.json").write_text(json.dumps({"api_key": api_key}))
+            raise ToolFailed("lm-eval failed", scratch / "lmeval.log.request.json")
+    kept = next((tmp_path / "failed").iterdir())
+    assert api_key not in (kept / "lmeval.log.request.json").read_text()
+
+
+def test_a_forced_stage_is_made_again_and_replaces_its_entry_only_once_the_new_one_exists(tmp_path):
+    entry = finished_entry(Store(tmp_path), "evals", "e1")
+    forced = Store(tmp_path, force=frozenset({"evals"}))
+    assert not forced.has("evals", "e1") and entry.is_dir()  # to be made again; the old one stays meanwhile
+    assert forced.has("variants", "k9") is False and Store(tmp_path).has("evals", "e1")  # other stages, other runs
+    with pytest.raises(ValueError):
+        with forced.building("evals", "e1"):
+            raise ValueError("the new measurement failed")
+    assert Store(tmp_path).result("evals", "e1") == {"ok": 1}  # nothing lost
+    with forced.building("evals", "e1") as scratch:
+        write_json(scratch / RESULT_FILE, {"ok": 2})
+    assert forced.has("evals", "e1") and forced.result("evals", "e1") == {"ok": 2}  # once per run
+    replaced = [p for p in (tmp_path / "failed").iterdir() if "-replaced-" in p.name]
+    assert len(replaced) == 1 and (replaced[0] / "model.gguf").read_bytes() == b"weights" * 100

@@ -374,3 +374,57 @@ def test_cli_prints_recipe_values_as_text_not_markup(tmp_path, value):
     result = _quantgate(["validate", str(path)], cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr, result.stderr
     assert f"'{value}'" in result.stderr
+
+
+# --- no open doors: what a local model may ask of us --------------------------------------------
+
+
+def local_model_recipe(tmp_path: Path, weights: dict[str, bytes], config: dict | None = None,
+                       allow_pickle: bool | None = None) -> Path:
+    import json
+
+    model = tmp_path / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+                                                   "intermediate_size": 128, "num_hidden_layers": 2,
+                                                   "num_attention_heads": 4, **(config or {})}))
+    for name, data in weights.items():
+        (model / name).write_bytes(data)
+    source = {"kind": "local", "path": str(model)}
+    if allow_pickle is not None:
+        source["allow_pickle"] = allow_pickle
+    return write_recipe(tmp_path, demo_with(lambda d: (d.update(model=source),
+                                                        d.update(variants=gguf_variants(d)))))
+
+
+def test_a_model_with_pickle_weights_only_is_refused_unless_allowed(tmp_path):
+    path = local_model_recipe(tmp_path / "a", {"pytorch_model.bin": b"\x80\x04pickle"})
+    message = recipe_error(path)
+    assert f"{path}: model.path:" in message and "pickle checkpoints only (pytorch_model.bin)" in message
+    assert "model.allow_pickle: true" in message
+    assert load_recipe(local_model_recipe(tmp_path / "b", {"pytorch_model.bin": b"x"}, allow_pickle=True))
+    # safetensors beside a pickle: the safetensors are what is loaded
+    assert load_recipe(local_model_recipe(tmp_path / "c", {"pytorch_model.bin": b"x", "model.safetensors": b"\0" * 8}))
+
+
+def test_a_model_that_asks_to_run_its_own_code_is_refused(tmp_path):
+    path = local_model_recipe(tmp_path, {"model.safetensors": b"\0" * 8},
+                              config={"auto_map": {"AutoModelForCausalLM": "modeling_x.XForCausalLM"}})
+    message = recipe_error(path)
+    assert f"{path}: model.path:" in message and "auto_map (AutoModelForCausalLM)" in message
+    assert "trust_remote_code stays off" in message
+
+
+@pytest.mark.parametrize("field, value", [("tracking.experiment", "../../etc"), ("tracking.experiment", "a/b"),
+                                          ("name", "../x"), ("model.repo_id", "../../x")])
+def test_names_that_would_lead_outside_the_artifacts_are_refused(tmp_path, field, value):
+    def change(data):
+        section, key = field.split(".") if "." in field else (None, field)
+        if section == "model":
+            data["model"] = {"kind": "hf", key: value}
+        elif section:
+            data[section][key] = value
+        else:
+            data[key] = value
+    message = recipe_error(write_recipe(tmp_path, demo_with(change)))
+    assert field in message and "should match pattern" in message, message

@@ -6,6 +6,7 @@ The servers here are small fake scripts: what is under test is the orchestrator'
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -46,11 +47,11 @@ def fake_server(tmp_path: Path, delay: float = 0.0, ignore_term: bool = False, s
     return script
 
 
-def server(tmp_path: Path, argv_tail: list[str], ready_timeout_s: float = 10.0, script: Path | None = None,
-           port: int | None = None) -> ServerProcess:
-    port = port or free_port()
-    argv = [sys.executable, str(script)] + [str(port)] + argv_tail if script else argv_tail
-    return ServerProcess(argv, f"http://127.0.0.1:{port}/health", tmp_path / "logs" / "server.log", ready_timeout_s)
+def server(tmp_path: Path, argv_tail: list[str], ready_timeout_s: float = 10.0,
+           script: Path | None = None) -> ServerProcess:
+    def argv(port: int) -> list[str]:
+        return [sys.executable, str(script), str(port)] + argv_tail if script else argv_tail
+    return ServerProcess(argv, "/health", tmp_path / "logs" / "server.log", ready_timeout_s)
 
 
 def gone(pid: int) -> bool:
@@ -188,3 +189,50 @@ def test_check_fails_a_server_that_runs_but_no_longer_answers(tmp_path):
                 proc.check(timeout_s=0.5)
         finally:
             os.kill(proc.proc.pid, 18)
+
+
+def _taken_port_with_free_neighbour() -> tuple[socket.socket, int]:
+    """A listening socket on port P, with P+1 free: QUANTGATE_PORTS=P-(P+1) makes the first try clash."""
+    for _ in range(50):
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", free_port()))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+                return holder, port
+            except OSError:
+                holder.close()
+    pytest.skip("no two neighbouring free ports")
+
+
+def test_a_port_taken_when_the_server_binds_it_is_retried_on_the_next(tmp_path, monkeypatch):
+    holder, taken = _taken_port_with_free_neighbour()
+    with holder:
+        monkeypatch.setenv("QUANTGATE_PORTS", f"{taken}-{taken + 1}")
+        proc = server(tmp_path, [], script=fake_server(tmp_path))
+        with proc:  # the fake server's own bind fails on `taken` ("Address already in use"), then succeeds
+            assert proc.port == taken + 1 and proc.base_url == f"http://127.0.0.1:{taken + 1}"
+            proc.check()
+    log = (tmp_path / "logs" / "server.log").read_text()
+    assert "Address already in use" in log and f"port {taken} was taken when the server bound it" in log
+
+
+def test_every_port_taken_fails_in_one_line(tmp_path, monkeypatch):
+    holder, taken = _taken_port_with_free_neighbour()
+    with holder:
+        monkeypatch.setenv("QUANTGATE_PORTS", f"{taken}-{taken}")
+        proc = server(tmp_path, [], script=fake_server(tmp_path))
+        with pytest.raises(ServerFailed) as info:
+            proc.start()
+    assert str(info.value) == f"every port tried was taken ({taken}); log {tmp_path / 'logs' / 'server.log'}"
+    assert proc.proc.poll() is not None
+
+
+def test_a_server_failing_for_another_reason_is_not_retried(tmp_path, monkeypatch):
+    monkeypatch.setenv("QUANTGATE_PORTS", "40000-40004")
+    proc = server(tmp_path, [sys.executable, "-c", "import sys; print('ValueError: bad model', flush=True); sys.exit(1)"])
+    with pytest.raises(ServerFailed, match="exited with code 1 before it was ready: ValueError: bad model"):
+        proc.start()
+    assert proc.port == 40000  # the first port only

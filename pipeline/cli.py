@@ -5,8 +5,8 @@ Exit codes of `run`: 0 a variant was promoted; 1 our own bug (its traceback show
 run is broken (a tool failed for a reference, for every variant, or for a step every variant needs);
 4 the run measured what it set out to and nothing passed the gates; 130 interrupted (Ctrl-C), 143
 terminated (SIGTERM). Exit 3 also when everything was measured but the tracking store did not take it.
-Everything printed that comes from a recipe, a tool or a log is escaped: `[q6_k]` or `[/x]` in a
-name or a message is text, never rich markup.
+Everything printed that comes from a recipe, a tool or a log is escaped: a bracketed variant label
+or a closing tag in a name or a message is text, never rich markup.
 """
 
 from __future__ import annotations

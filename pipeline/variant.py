@@ -234,7 +234,8 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
         result.load_error = result.load_error or (None if result.load else reason)
     finally:
         for folder in built:
-            if log_path.is_file():
+            # an entry another run made while this one waited keeps its own server's log
+            if log_path.is_file() and not (folder / SERVER_LOG).exists():
                 secrecy.copy_redacted(log_path, folder / SERVER_LOG)
     result.server_log = next((f / SERVER_LOG for f in built if (f / SERVER_LOG).is_file()), None)
     result.load_folder = store.entry(load.STAGE, keys.load) if store.has(load.STAGE, keys.load) else None

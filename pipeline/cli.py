@@ -184,6 +184,62 @@ def run(
         raise typer.Exit(EXIT_NOTHING_PASSED)
 
 
+def _registry_client(tracking_uri: str | None):
+    import mlflow
+
+    settings = _settings()
+    return mlflow.MlflowClient(tracking_uri or settings.tracking_uri or settings.default_tracking_uri())
+
+
+TRACKING_URI_HELP = "MLflow tracking URI (default: QUANTGATE_TRACKING_URI, else the sqlite store under artifacts/)"
+
+
+@app.command()
+def status(
+    model: str = typer.Argument(..., help="registered model name (the recipe's tracking.registered_model)"),
+    alias: str = typer.Option("champion", help="the alias to look at"),
+    tracking_uri: str | None = typer.Option(None, help=TRACKING_URI_HELP),
+) -> None:
+    """Which version is champion, since when, why, what it was chosen among, and the previous one."""
+    from pipeline import registry
+
+    try:
+        now = registry.status(_registry_client(tracking_uri), model, alias)
+    except registry.RegistryError as exc:
+        _fail(str(exc))
+    champion = now.champion
+    console.print(escape(f"{model}: {alias} is version {champion.version} ({champion.variant}, sha256"
+                         f" {(champion.sha256 or '?')[:12]}), since {champion.promoted_at or 'unknown'}"))
+    if now.decision:
+        console.print(escape(f"  why: {now.decision}"))
+    if now.decided_among:
+        console.print(escape("  chosen among: " + ", ".join(f"{name} {verdict}"
+                                                             for name, verdict in now.decided_among.items())))
+    previous = now.previous
+    console.print(escape(f"  previous: version {previous.version} ({previous.variant}), {alias} since"
+                         f" {previous.promoted_at or 'unknown'}" if previous else "  previous: none"))
+    for reason in now.rollbacks:
+        console.print(escape(f"  rolled back before: {reason}"))
+
+
+@app.command()
+def rollback(
+    model: str = typer.Argument(..., help="registered model name"),
+    reason: str = typer.Option(..., help="why; recorded with the rollback"),
+    alias: str = typer.Option("champion", help="the alias to move back"),
+    tracking_uri: str | None = typer.Option(None, help=TRACKING_URI_HELP),
+) -> None:
+    """Make the previous version the champion again (the current one becomes `previous`), recorded as a run."""
+    from pipeline import registry
+
+    try:
+        before, after, run_id = registry.rollback(_registry_client(tracking_uri), model, reason, alias)
+    except registry.RegistryError as exc:
+        _fail(str(exc))
+    console.print(escape(f"{model}: {alias} is version {after.version} ({after.variant}) again; version"
+                         f" {before.version} ({before.variant}) is now 'previous'; recorded as run {run_id}"))
+
+
 def print_summary(outcome) -> None:
     report, recipe = outcome.report, outcome.recipe
     table = Table(title=escape(f"{report.recipe}: variants vs reference"))

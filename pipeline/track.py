@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +29,7 @@ from pipeline.report import Registry, Report, ReportRow
 from pipeline.variant import VariantResult
 
 PREVIOUS_ALIAS = "previous"
+PROMOTED_AT = "promoted_at"  # a version tag: when it last became the alias's version
 STATE_TAG = "qg_state"  # "incomplete" from the start of a run until everything is recorded
 INCOMPLETE, COMPLETE = "incomplete", "complete"
 
@@ -153,6 +155,7 @@ class Tracker:
             self.client.set_registered_model_alias(model_name, PREVIOUS_ALIAS, current.version)
             previous = str(current.version)
         self.client.set_registered_model_alias(model_name, alias, version.version)
+        self.client.set_model_version_tag(model_name, version.version, PROMOTED_AT, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         return Registry(name=model_name, version=str(version.version), alias=alias, changed=True, previous_version=previous,
                         note=f"registered version {version.version} as {alias!r}"
                         + (f"; version {previous} kept as {PREVIOUS_ALIAS!r}" if previous else ""))

@@ -210,6 +210,8 @@ def status(
     champion = now.champion
     console.print(escape(f"{model}: {alias} is version {champion.version} ({champion.variant}, sha256"
                          f" {(champion.sha256 or '?')[:12]}), since {champion.promoted_at or 'unknown'}"))
+    if champion.figures:
+        console.print(escape("  figures: " + ", ".join(f"{k} {v}" for k, v in champion.figures.items())))
     if now.decision:
         console.print(escape(f"  why: {now.decision}"))
     if now.decided_among:

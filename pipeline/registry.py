@@ -16,6 +16,9 @@ from typing import Any
 from pipeline.track import PREVIOUS_ALIAS, PROMOTED_AT
 
 
+FIGURE_PREFIXES = ("quality.", "fidelity.", "load.", "cost.")
+
+
 class RegistryError(Exception):
     """A model, alias or version that is not in the registry (the operator's error: exit 2)."""
 
@@ -27,6 +30,7 @@ class VersionInfo:
     sha256: str | None
     promoted_at: str | None
     run_id: str | None
+    figures: dict[str, str] = field(default_factory=dict)  # its key figures (model_card.key_figures)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,8 +55,9 @@ def _version(client: Any, model: str, alias: str) -> VersionInfo | None:
         found = client.get_model_version_by_alias(model, alias)
     except MlflowException:
         return None
+    figures = {k: v for k, v in sorted(found.tags.items()) if k.startswith(FIGURE_PREFIXES)}
     return VersionInfo(version=str(found.version), variant=found.tags.get("variant"), sha256=found.tags.get("sha256"),
-                       promoted_at=found.tags.get(PROMOTED_AT), run_id=found.run_id)
+                       promoted_at=found.tags.get(PROMOTED_AT), run_id=found.run_id, figures=figures)
 
 
 def _require_model(client: Any, model: str) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import yaml
 from pydantic import BaseModel
 
-from pipeline import secrecy
+from pipeline import model_card, secrecy
 from pipeline.promote import Decision
 from pipeline.recipe.schema import Recipe
 from pipeline.report import Registry, Report, ReportRow
@@ -100,7 +100,9 @@ class Tracker:
         tags: dict[str, str],
         files: dict[str, list[Path]],
         series: dict[str, list[float]] | None = None,
+        texts: dict[str, str] | None = None,
     ) -> str:
+        """`texts`: artifact file name -> its text (the model card)."""
         mlflow = _mlflow()
         with mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=True, tags=_safe(tags)) as run:
             mlflow.log_params(_safe(params))
@@ -114,6 +116,8 @@ class Tracker:
                 for path in paths:
                     if path.is_file():
                         mlflow.log_artifact(str(path), artifact_path=folder)
+            for file_name, text in (texts or {}).items():
+                mlflow.log_text(secrecy.redact(text), file_name)
             return run.info.run_id
 
     def log_parent(self, run_id: str, tags: dict[str, str], files: dict[str, Any]) -> None:
@@ -126,8 +130,10 @@ class Tracker:
                 path.write_text(secrecy.redact(text))
                 self.client.log_artifact(run_id, str(path))
 
-    def register(self, model_name: str, alias: str, run_id: str, model_file: Path, manifest: dict[str, Any]) -> Registry:
-        """Make the winning artifact the alias's version, unless it already is."""
+    def register(self, model_name: str, alias: str, run_id: str, model_file: Path, manifest: dict[str, Any],
+                 card: str = "", figures: dict[str, str] | None = None) -> Registry:
+        """Make the winning artifact the alias's version, unless it already is; a new version carries
+        the variant's model card as its description and its key figures as tags."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -149,7 +155,9 @@ class Tracker:
         source = f"{self.client.get_run(run_id).info.artifact_uri}/model"
         tags = {"variant": manifest["variant"], "sha256": manifest["sha256"], "artifact_key": manifest["key"],
                 "format": manifest["format"], "bits_per_weight": str(manifest.get("bits_per_weight"))}
-        version = self.client.create_model_version(model_name, source, run_id=run_id, tags=tags)
+        version = self.client.create_model_version(model_name, source, run_id=run_id,
+                                                   tags=_safe({**tags, **(figures or {})}),
+                                                   description=secrecy.redact(card) or None)
         previous = None
         if current is not None:
             self.client.set_registered_model_alias(model_name, PREVIOUS_ALIAS, current.version)
@@ -191,12 +199,15 @@ def record(tracker: Tracker, parent: str, recipe: Recipe, report: Report, result
                  "reasons": "; ".join(row.reasons)[:5000] or "all checks passed",
                  "reference": str(result.reference).lower(), "engine": result.engine},
                 _with_chart(result.files(), charts.get(result.name)), load_series(row),
+                {"model_card.md": model_card.card(report, row)},
             )
         if decision.winner:
             winner = next(r for r in results if r.name == decision.winner)
             assert winner.artifact is not None
+            row = report.row(winner.name)
             registry = tracker.register(recipe.tracking.registered_model, recipe.tracking.alias,
-                                        child_ids[winner.name], winner.artifact.model_path, winner.artifact.manifest)
+                                        child_ids[winner.name], winner.artifact.model_path, winner.artifact.manifest,
+                                        model_card.card(report, row), model_card.key_figures(report, row))
         tracker.log_parent(parent_id, {"winner": decision.winner or "none", "decision": decision.reason},
                            {"decision.json": decision.to_json(),
                             "report.json": {**report.to_json(), "registry": asdict(registry) if registry else None},

@@ -227,9 +227,14 @@ def test_mlflow_holds_parent_children_and_champion(artifacts, report):
     load_files = {f.path for f in client.list_artifacts(child.info.run_id, "load")}
     assert {"load/result.json", "load/guidellm.json", "load/load-q8_0.png"} <= load_files
     assert "load-all-variants.png" in {f.path for f in client.list_artifacts(parents[0].info.run_id)}
+    assert "model_card.md" in artifact_paths
+    card = Path(client.download_artifacts(child.info.run_id, "model_card.md")).read_text()
+    assert card.startswith("# q8_0 (") and "## Quality" in card and "## Performance and cost" in card
     version = client.get_model_version_by_alias("tiny-test", "champion")
     assert version.tags["variant"] == report["winner"]
     assert version.tags["sha256"] == _manifest(artifacts, report, report["winner"])["sha256"]
+    assert version.description.startswith(f"# {report['winner']} (") and version.tags["promoted_at"]
+    assert "cost.usd_per_1m_tokens" in version.tags and any(k.startswith("quality.") for k in version.tags)
     assert parents[0].data.tags["winner"] == report["winner"]
 
 

@@ -21,7 +21,8 @@ def promote(tracker: track.Tracker, tmp_path, run_name: str, winner: str, others
         model_file = tmp_path / f"{winner}.gguf"
         model_file.write_bytes(sha.encode())
         tracker.register("demo", "champion", children[winner], model_file,
-                         {"variant": winner, "sha256": sha * 8, "key": sha, "format": "gguf", "bits_per_weight": 8})
+                         {"variant": winner, "sha256": sha * 8, "key": sha, "format": "gguf", "bits_per_weight": 8},
+                         f"# {winner}\nits card", {"cost.usd_per_1m_tokens": "0.79", "quality.arc.drop_bound": "0.01"})
         tracker.log_parent(parent, {"decision": f"{winner} is the cheapest passing variant"}, {})
 
 
@@ -50,6 +51,8 @@ def test_status_names_the_champion_why_among_what_and_the_previous(store):
     assert now.decision == "q8_0 is the cheapest passing variant"
     assert now.decided_among == {"f16": "pass", "q4_k_m": "fail", "q8_0": "pass (promoted)"}
     assert (now.previous.version, now.previous.variant) == ("1", "f16") and now.rollbacks == []
+    assert now.champion.figures == {"cost.usd_per_1m_tokens": "0.79", "quality.arc.drop_bound": "0.01"}
+    assert tracker.client.get_model_version("demo", "2").description == "# q8_0\nits card"
 
 
 def test_rollback_brings_the_previous_back_and_is_recorded(store):
@@ -72,6 +75,7 @@ def test_the_cli_status_and_rollback(store, monkeypatch, tmp_path):
     assert shown.exit_code == 0, shown.output
     assert "demo: champion is version 2 (q8_0, sha256 bbbbbbbbbbbb), since 20" in shown.output
     assert "previous: version 1 (f16)" in shown.output and "chosen among: f16 pass, q4_k_m fail" in shown.output
+    assert "figures: cost.usd_per_1m_tokens 0.79, quality.arc.drop_bound 0.01" in shown.output
     rolled = runner.invoke(cli.app, ["rollback", "demo", "--reason", "bad answers", "--tracking-uri", uri])
     assert rolled.exit_code == 0, rolled.output
     assert "demo: champion is version 1 (f16) again; version 2 (q8_0) is now 'previous'" in rolled.output

@@ -54,7 +54,8 @@ def test_params_tags_and_files_keep_no_secret(tracker, monkeypatch):
     parent, _ = tracker.open_parent("s-1", "h3", {"tracking.uri": "http://qg:pa55w0rd@mlflow:5000",
                                                   "note": "token hf_plantedSECRET123"}, {"who": "hf_plantedSECRET123"})
     with tracker.parent_run(parent):
-        child = tracker.child_run("f16", {"x": "hf_plantedSECRET123"}, {}, {"t": "hf_plantedSECRET123"}, {})
+        child = tracker.child_run("f16", {"x": "hf_plantedSECRET123"}, {}, {"t": "hf_plantedSECRET123"}, {},
+                                  texts={"model_card.md": "# f16\nmade with hf_plantedSECRET123\n"})
         tracker.log_parent(parent, {"decision": "hf_plantedSECRET123"}, {"report.json": {"k": "hf_plantedSECRET123"}})
     for run_id in (parent, child):
         data = tracker.client.get_run(run_id).data
@@ -63,3 +64,5 @@ def test_params_tags_and_files_keep_no_secret(tracker, monkeypatch):
     assert tracker.client.get_run(parent).data.params["tracking.uri"] == "http://qg:***@mlflow:5000"
     local = tracker.client.download_artifacts(parent, "report.json")
     assert "hf_plantedSECRET123" not in open(local).read()
+    card = tracker.client.download_artifacts(child, "model_card.md")
+    assert open(card).read() == "# f16\nmade with ***\n"

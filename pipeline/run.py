@@ -104,12 +104,12 @@ def _run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[s
     except track.unavailable_errors() as exc:
         if tracker and parent:
             _quietly(lambda: tracker.interrupted(parent))
-        raise NotRecorded(f"tracking store {secrecy.redact_uri(tracking_uri)} did not take the record"
+        raise NotRecorded(f"tracking store {secrecy.redact_uris(tracking_uri)} did not take the record"
                           f" ({secrecy.redact(_first_line(exc))}); everything measured is cached and the report is at"
                           f" {report_path}: run the same command again to record it") from None
     if registry:
         say(f"registry: {registry.note}")
-    summary = summary.with_tracking(registry, parent, secrecy.redact_uri(tracking_uri))
+    summary = summary.with_tracking(registry, parent, secrecy.redact_uris(tracking_uri))
     summary.save(report_path)
     return RunOutcome(recipe, plan, results, decision, summary, report_path, round(time.monotonic() - started, 1))
 
@@ -122,7 +122,7 @@ def open_tracking(uri: str, recipe: Recipe, recipe_path: Path, settings: Setting
         tracker = track.Tracker(uri, recipe.tracking.experiment, settings.mlflow_artifact_root())
         parent, resumed = track.open_parent(tracker, run_name, recipe, recipe_path, recipe_hash)
     except track.unavailable_errors() as exc:
-        say(f"warning: tracking store {secrecy.redact_uri(uri)} unavailable ({secrecy.redact(_first_line(exc))});"
+        say(f"warning: tracking store {secrecy.redact_uris(uri)} unavailable ({secrecy.redact(_first_line(exc))});"
             " measuring anyway, recording at the end")
         return None, None
     say(f"MLflow parent run {parent}" + (" (resumed: an earlier run of this recipe stopped before it finished)"

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 MASK = "***"
 SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|CREDENTIALS?)(_[A-Z0-9]+)?$", re.IGNORECASE)
@@ -57,15 +56,6 @@ URI_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+):([^@\s/]+)@", re.I
 def redact_uris(text: str) -> str:
     """`postgresql://user:pw@host/db` -> `postgresql://user:***@host/db`."""
     return URI_PASSWORD.sub(rf"\1:{MASK}@", text)
-
-
-def redact_uri(uri: str) -> str:
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:{MASK}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _is_text(path: Path) -> bool:

@@ -70,12 +70,11 @@ class Tracker:
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
             return run_id, True
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import Param
 
         run = self.client.create_run(self.experiment_id, run_name=name,
                                      tags=_safe({**tags, "recipe_hash": recipe_hash, STATE_TAG: INCOMPLETE}))
-        self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in _safe(params).items()],
-                              tags=[RunTag("mlflow.runName", name)])
+        self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in _safe(params).items()])
         return run.info.run_id, False
 
     def interrupted(self, run_id: str) -> None:

@@ -173,29 +173,27 @@ def parent_run(proc: subprocess.CompletedProcess) -> str:
 state: dict = {}
 
 
-def kill_server_during(artifacts: Path, stage: str) -> Callable[[subprocess.Popen], bool]:
-    """SIGKILL the running server once a `stage` entry is being made and has had a second to get going."""
+def signal_when(artifacts: Path, stage: str, targets: Callable[[], list[int]], sig: int,
+                when: Callable[[], bool] = lambda: True, delay_s: float = 0.0) -> Callable[[subprocess.Popen], bool]:
+    """A fault: `sig` to the processes `targets()` finds, once a `stage` entry is being made (and
+    `when()` holds), after `delay_s` for the measurement to get going."""
     def fault(proc: subprocess.Popen) -> bool:
-        if building(artifacts, stage) and (pids := servers(artifacts)):
-            time.sleep(1.0)
-            for pid in pids:
-                os.kill(pid, signal.SIGKILL)
-            return True
-        return False
-    return fault
-
-
-def signal_workers(artifacts: Path, stage: str, module: str, sig: int, when: Callable[[], bool] = lambda: True,
-                   delay_s: float = 0.0) -> Callable[[subprocess.Popen], bool]:
-    """`sig` to the workers of `module` once a `stage` entry is being made (and `when()` holds)."""
-    def fault(proc: subprocess.Popen) -> bool:
-        if building(artifacts, stage) and when() and (pids := workers(artifacts, module)):
+        if building(artifacts, stage) and when() and (pids := targets()):
             time.sleep(delay_s)
             for pid in pids:
                 os.kill(pid, sig)
             return True
         return False
     return fault
+
+
+def kill_server_during(artifacts: Path, stage: str) -> Callable[[subprocess.Popen], bool]:
+    return signal_when(artifacts, stage, lambda: servers(artifacts), signal.SIGKILL, delay_s=1.0)
+
+
+def signal_workers(artifacts: Path, stage: str, module: str, sig: int, when: Callable[[], bool] = lambda: True,
+                   delay_s: float = 0.0) -> Callable[[subprocess.Popen], bool]:
+    return signal_when(artifacts, stage, lambda: workers(artifacts, module), sig, when, delay_s)
 
 
 def test_a_server_killed_during_evals_voids_them_and_breaks_the_run(recipe, artifacts):

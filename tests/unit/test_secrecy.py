@@ -39,8 +39,8 @@ def test_redact_masks_values_and_uri_passwords():
     text = "login hunter22 to postgresql://qg:pa55word@db:5432/mlflow and http://host/x?a=b; hf_abcdefgh."
     assert secrecy.redact(text, ["hunter22", "hf_abcdefgh"]) == \
         "login *** to postgresql://qg:***@db:5432/mlflow and http://host/x?a=b; ***."
-    assert secrecy.redact_uri("https://u:p%40ss@mlflow.example:8443/path") == "https://u:***@mlflow.example:8443/path"
-    assert secrecy.redact_uri("sqlite:////data/mlflow.db") == "sqlite:////data/mlflow.db"
+    assert secrecy.redact_uris("https://u:p%40ss@mlflow.example:8443/path") == "https://u:***@mlflow.example:8443/path"
+    assert secrecy.redact_uris("sqlite:////data/mlflow.db") == "sqlite:////data/mlflow.db"
 
 
 def test_redact_file_leaves_binary_and_unchanged_files_alone(tmp_path):

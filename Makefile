@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-unit quantize ui plan bench bench-load clean help
+.PHONY: test-browser setup demo test test-unit quantize ui plan bench bench-load clean help
 
 help:
 	@echo "make demo                 set up and run the demo recipe (recipes/demo.yaml)"
@@ -62,8 +62,14 @@ $(GUIDELLM_ENV)/.installed: requirements/guidellm.txt scripts/setup_pip_env.sh
 demo: setup
 	$(QG) run recipes/demo.yaml
 
-test: setup
+test: setup test-browser
 	$(VENV)/bin/python -m pytest -q
+
+# the MLflow UI test's browser: Debian's chromium (installed here if missing; needs root and apt)
+test-browser:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the MLflow UI test"; \
+	  apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; } \
+	  || { echo "chromium is missing: install Debian's chromium package (apt-get install chromium)"; exit 2; }
 
 test-unit: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q tests/unit

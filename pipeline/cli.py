@@ -242,6 +242,51 @@ def rollback(
                          f" {before.version} ({before.variant}) is now 'previous'; recorded as run {run_id}"))
 
 
+@app.command()
+def serve(
+    model: str = typer.Argument(..., help="MODEL or MODEL@ALIAS (default alias: champion)"),
+    tracking_uri: str | None = typer.Option(None, help=TRACKING_URI_HELP),
+) -> None:
+    """Serve a registered version as it was measured (its engine and settings) on 127.0.0.1 with an
+    API key, for any OpenAI client; Ctrl-C stops it."""
+    from pipeline import serve as serving
+    from pipeline import specs
+    from pipeline.artifacts import Store
+    from pipeline.registry import RegistryError
+    from pipeline.toolenv import tool_env
+
+    settings = _settings()
+    store = Store(settings.artifacts, lambda message: console.print(escape(message)))
+    try:
+        plan = serving.resolve(_registry_client(tracking_uri), model, store)
+        spec = specs.engine(plan.engine)
+        log = settings.artifacts / "serve" / f"{plan.model}-v{plan.version}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        engine = spec.make(artifact=plan.artifact, config=plan.config, env=tool_env(spec.env, settings.envs),
+                           artifacts_root=settings.artifacts, log_path=log)
+        settings_text = " ".join(f"{k}={v}" for k, v in plan.config.model_dump().items())
+        console.print(escape(f"{plan.model}@{plan.alias}: version {plan.version} ({plan.artifact.variant}, sha256"
+                             f" {plan.artifact.manifest['sha256'][:12]}"
+                             + (", from the registry" if plan.from_registry else "")
+                             + f") on {plan.engine} as measured: {settings_text}"), soft_wrap=True)
+        with engine:
+            console.print(f"base URL: {engine.base_url}/v1", soft_wrap=True)
+            console.print(f"API key:  {engine.api_key}", soft_wrap=True)
+            console.print(f"model:    {engine.served_model}", soft_wrap=True)
+            console.print(escape(f"log:      {log}"), soft_wrap=True)
+            console.print("Ctrl-C stops it.")
+            console.file.flush()
+            while True:
+                time.sleep(2)
+                engine.check()  # a server that died is said, not waited on
+    except (KeyboardInterrupt, Terminated):
+        console.print("stopped")
+    except (RegistryError, *USER_ERRORS) as exc:
+        _fail(str(exc))
+    except ToolFailed as exc:  # the server did not start or died: one line, its log named
+        err.print(f"[bold red]failed:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
+        raise typer.Exit(EXIT_BROKEN)
+
+
 def print_summary(outcome) -> None:
     report, recipe = outcome.report, outcome.recipe
     table = Table(title=escape(f"{report.recipe}: variants vs reference"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.recipe.traffic import SLO
-from pipeline.report import ReportRow
+from pipeline.report import Report, ReportRow
 
 PANELS = (("ttft_ms", "TTFT"), ("tpot_ms", "TPOT"), ("e2e_ms", "end-to-end"))
 
@@ -99,6 +99,46 @@ def comparison_chart(rows: list[ReportRow], slo: SLO, xlabel: str, out: Path) ->
         _finish(ax, f"{title} ({name})", slo.limits().get(metric), xlabel)
     axes[0].legend(fontsize=8)
     fig.suptitle("latency vs load, all variants")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def pareto_chart(report: Report, out: Path) -> Path | None:
+    """Quality vs cost: each variant's worst drop bound against its $/1M tokens (with the cost's
+    interval), passing variants filled, the winner starred, the Pareto frontier joined."""
+    rows = [row for row in report.rows if row.usd_per_1m_tokens is not None and row.worst_drop_bound() is not None]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for row in rows:
+        cost = row.capacity.usd_per_1m_tokens if row.capacity else None
+        low = cost.low if cost and cost.low is not None else row.usd_per_1m_tokens
+        high = cost.high if cost and cost.high is not None else row.usd_per_1m_tokens
+        x, y = row.usd_per_1m_tokens, row.worst_drop_bound()
+        ax.errorbar([x], [y], xerr=[[x - low], [high - x]], fmt="none", ecolor="grey", capsize=3, linewidth=1)
+        style = {"marker": "*", "s": 260, "color": "gold", "edgecolors": "black"} if row.promoted else (
+            {"marker": "o", "s": 70, "color": "tab:green"} if row.passed else
+            {"marker": "o", "s": 70, "facecolors": "none", "edgecolors": "tab:red"})
+        ax.scatter([x], [y], zorder=3, **style)
+        ax.annotate(row.variant, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=9)
+    frontier = [report.row(name) for name in report.pareto_frontier()]
+    ax.plot([r.usd_per_1m_tokens for r in frontier], [r.worst_drop_bound() for r in frontier], color="tab:blue",
+            linestyle=":", linewidth=1, label="Pareto frontier")
+    limits = {value for name, value in report.thresholds.items() if name.endswith(".max_drop")}
+    if len(limits) == 1:
+        ax.axhline(limits.pop(), color="red", linestyle="--", linewidth=1, label="largest allowed drop")
+    ax.scatter([], [], marker="o", color="tab:green", label="passes")
+    ax.scatter([], [], marker="o", facecolors="none", edgecolors="tab:red", label="fails")
+    ax.scatter([], [], marker="*", s=160, color="gold", edgecolors="black", label="promoted")
+    ax.set_xlabel("$ per 1M output tokens at the SLO load (bars: 95% interval)")
+    ax.set_ylabel("worst task's drop, 95% upper bound")
+    ax.set_title(f"{report.recipe}: quality vs cost")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)

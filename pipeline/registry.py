@@ -60,7 +60,7 @@ def _version(client: Any, model: str, alias: str) -> VersionInfo | None:
                        promoted_at=found.tags.get(PROMOTED_AT), run_id=found.run_id, figures=figures)
 
 
-def _require_model(client: Any, model: str) -> None:
+def require_model(client: Any, model: str) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -73,7 +73,7 @@ def _require_model(client: Any, model: str) -> None:
 
 def status(client: Any, model: str, alias: str = "champion") -> Status:
     """The alias's version now, the previous one, and the decision that put it there."""
-    _require_model(client, model)
+    require_model(client, model)
     champion = _version(client, model, alias)
     if champion is None:
         raise RegistryError(f"{model} has no {alias!r} version yet: no run has promoted one")
@@ -100,7 +100,7 @@ def rollback(client: Any, model: str, reason: str, alias: str = "champion") -> t
     run tagged `qg_kind=rollback` with the reason. Returns (from, to, the run's id)."""
     if not reason.strip():
         raise RegistryError("--reason: say why (it is recorded with the rollback)")
-    _require_model(client, model)
+    require_model(client, model)
     current, previous = _version(client, model, alias), _version(client, model, PREVIOUS_ALIAS)
     if current is None:
         raise RegistryError(f"{model} has no {alias!r} version: nothing to roll back")

@@ -5,7 +5,7 @@ recorder and the report file all read (`artifacts/reports/<run>.json` is `Report
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -63,6 +63,12 @@ class ReportRow:
     promoted: bool
     reasons: list[str]
 
+    def worst_drop_bound(self) -> float | None:
+        """The largest upper bound on a task's drop vs the reference (0 for the reference itself)."""
+        if self.delta_upper:
+            return max(self.delta_upper.values())
+        return 0.0 if self.reference else None
+
 
 @dataclass(frozen=True, kw_only=True)
 class Report:
@@ -74,12 +80,28 @@ class Report:
     decision: str
     rows: list[ReportRow]
     tied: list[str]  # passing variants the winner could not be told from by cost (empty: no tie)
+    thresholds: dict[str, float] = field(default_factory=dict)  # gate.* and slo.*: what verdicts were judged by
+    previous_run: str | None = None  # the last complete run of this recipe (by name) in the experiment
+    changes: list[str] | None = None  # what changed since it (None: not compared)
     registry: Registry | None = None
     mlflow_parent_run: str | None = None
     tracking_uri: str | None = None
 
     def row(self, variant: str) -> ReportRow:
         return next(r for r in self.rows if r.variant == variant)
+
+    def pareto_frontier(self) -> list[str]:
+        """Variants no other variant beats on both cost ($/1M tokens) and quality (the worst drop
+        bound), cheapest first: the only ones worth choosing among."""
+        priced = sorted((row for row in self.rows if row.usd_per_1m_tokens is not None
+                         and row.worst_drop_bound() is not None),
+                        key=lambda row: (row.usd_per_1m_tokens, row.worst_drop_bound()))
+        frontier, best = [], float("inf")
+        for row in priced:
+            if row.worst_drop_bound() < best:  # type: ignore[operator]
+                frontier.append(row.variant)
+                best = row.worst_drop_bound()  # type: ignore[assignment]
+        return frontier
 
     def to_json(self) -> dict[str, Any]:
         return to_plain(self)
@@ -91,13 +113,16 @@ class Report:
     def load(cls, path: Path) -> "Report":
         return from_plain(json.loads(path.read_text()), cls)
 
+    def with_changes(self, previous_run: str | None, changes: list[str] | None) -> "Report":
+        return replace(self, previous_run=previous_run, changes=changes)
+
     def with_tracking(self, registry: Registry | None, parent_run: str, tracking_uri: str) -> "Report":
         return replace(self, registry=registry, mlflow_parent_run=parent_run, tracking_uri=tracking_uri)
 
 
 def build(recipe_name: str, recipe_hash: str, tasks: list[str], results: list[VariantResult],
           capacities: dict[str, Capacity | None], decision: Decision, level_name: Callable[[float], str],
-          slo_percentile: float) -> Report:
+          slo_percentile: float, thresholds: dict[str, float] | None = None) -> Report:
     """One row per variant with the figures the summary table and MLflow show."""
     references = {r.engine: r for r in results if r.reference}
     metrics: dict[str, str] = {}
@@ -136,7 +161,8 @@ def build(recipe_name: str, recipe_hash: str, tasks: list[str], results: list[Va
             reasons=verdict.reasons,
         ))
     return Report(recipe=recipe_name, recipe_hash=recipe_hash, tasks=list(tasks), metrics=metrics,
-                  winner=decision.winner, decision=decision.reason, rows=rows, tied=decision.tied)
+                  winner=decision.winner, decision=decision.reason, rows=rows, tied=decision.tied,
+                  thresholds=thresholds or {})
 
 
 def _score(result: VariantResult, task: str) -> float | None:

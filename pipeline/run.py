@@ -14,13 +14,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline import capacity, model_info, plots, promote, report, secrecy, source, track
+from pipeline import (capacity, changes, model_info, plots, promote, report, report_document, secrecy, source,
+                      track)
 from pipeline.measure import tasks
 from pipeline.measure.evals import EvalResult
 from pipeline.artifacts import Store
 from pipeline.plan import Plan, make_plan, required_envs
 from pipeline.quantize import Artifact
 from pipeline.recipe.schema import Recipe
+from pipeline.report import Registry
 from pipeline.settings import Settings
 from pipeline.toolenv import TRANSFORMERS, tool_env
 from pipeline.variant import VariantJob, VariantResult, measure_variant
@@ -92,15 +94,26 @@ def _run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[s
     results, decision = decided.results, decided.decision
 
     summary = report.build(recipe.name, plan.recipe_hash, decided.gated, results, decided.capacities, decision,
-                           recipe.load.level_name, recipe.slo.percentile)
-    charts = draw_charts(summary, recipe, settings.artifacts / "reports" / run_name)
+                           recipe.load.level_name, recipe.slo.percentile, thresholds(recipe, decided.tolerances))
+    facts = changes.facts(getattr(recipe.model, "revision", None), results)
+    summary = compare_with_last(summary, tracker, recipe.name, parent, facts, say)
+    folder = settings.artifacts / "reports" / run_name
+    charts = draw_charts(summary, recipe, folder)
     report_path = settings.artifacts / "reports" / f"{run_name}.json"
     summary.save(report_path)  # kept whether or not the tracking store takes it
+    report_document.write(summary, run_name, folder, charts)
+
+    def documents(registry: Registry | None, parent_id: str) -> list[Path]:
+        """The report for people again, now with its MLflow run and registry outcome, to log."""
+        files = report_document.write(summary.with_tracking(registry, parent_id, secrecy.redact_uris(tracking_uri)),
+                                      run_name, folder, charts)
+        return [files.markdown, files.html, *files.images]
+
     try:
         if tracker is None or parent is None:  # unreachable at the start: one more try
             tracker = track.Tracker(tracking_uri, recipe.tracking.experiment, settings.mlflow_artifact_root())
             parent, _ = track.open_parent(tracker, run_name, recipe, recipe_path, plan.recipe_hash)
-        registry = track.record(tracker, parent, recipe, summary, results, decision, charts)
+        registry = track.record(tracker, parent, recipe, summary, results, decision, charts, documents, facts)
     except track.unavailable_errors() as exc:
         if tracker and parent:
             _quietly(lambda: tracker.interrupted(parent))
@@ -112,6 +125,23 @@ def _run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[s
     summary = summary.with_tracking(registry, parent, secrecy.redact_uris(tracking_uri))
     summary.save(report_path)
     return RunOutcome(recipe, plan, results, decision, summary, report_path, round(time.monotonic() - started, 1))
+
+
+def compare_with_last(summary: report.Report, tracker: track.Tracker | None, recipe_name: str, parent: str | None,
+                      facts: dict[str, str], say: Callable[[str], None]) -> report.Report:
+    """The report with what changed since the last run of this recipe, said too."""
+    if tracker is None or parent is None:
+        return summary
+    try:
+        previous, since = track.since_last(tracker, recipe_name, parent, facts, summary)
+    except track.unavailable_errors() as exc:
+        say(f"warning: not compared with the last run ({secrecy.redact(_first_line(exc))})")
+        return summary
+    if previous is None:
+        say("since the last run: this is the first complete run of this recipe in the experiment")
+    else:
+        say(f"since the last run ({previous}): " + ("; ".join(since) if since else "nothing changed"))
+    return summary.with_changes(previous, since)
 
 
 def open_tracking(uri: str, recipe: Recipe, recipe_path: Path, settings: Settings, run_name: str, recipe_hash: str,
@@ -150,6 +180,7 @@ class Decided:
     decision: promote.Decision
     gated: list[str]  # the gated task labels
     capacities: dict[str, capacity.Capacity | None]
+    tolerances: dict[str, float]  # gated task label -> the largest drop allowed
 
 
 def _measure_and_decide(recipe: Recipe, settings: Settings, say: Callable[[str], None], store: Store, plan: Plan,
@@ -185,7 +216,19 @@ def _measure_and_decide(recipe: Recipe, settings: Settings, say: Callable[[str],
     decision = promote.decide([evidence(r, capacities[r.name]) for r in results], gated, recipe.gates,
                               recipe.promotion, tolerances)
     say(f"decision: {decision.reason}")
-    return Decided(results, decision, gated, capacities)
+    return Decided(results, decision, gated, capacities, tolerances)
+
+
+def thresholds(recipe: Recipe, tolerances: dict[str, float]) -> dict[str, float]:
+    """What every verdict was judged by, under the names MLflow params and the report give them."""
+    gates = recipe.gates
+    out = {f"gate.{task}.max_drop": tolerance for task, tolerance in tolerances.items()}
+    out.update({"gate.confidence": gates.confidence, "gate.parity_max_mean_abs_diff": recipe.parity.max_mean_abs_diff,
+                "slo.percentile": recipe.slo.percentile, "slo.max_error_rate": recipe.slo.max_error_rate})
+    out.update({f"gate.{name}": value for name, value in (("max_kld", gates.max_kld),
+                                                          ("max_flip_rate", gates.max_flip_rate)) if value is not None})
+    out.update({f"slo.{name}": limit for name, limit in recipe.slo.limits().items()})
+    return out
 
 
 def draw_charts(summary: report.Report, recipe: Recipe, folder: Path) -> dict[str, Path]:

@@ -14,18 +14,19 @@ import json
 import math
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import yaml
 from pydantic import BaseModel
 
-from pipeline import model_card, secrecy
+from pipeline import changes, eval_items, mlflow_keys, model_card, secrecy
 from pipeline.promote import Decision
 from pipeline.recipe.schema import Recipe
-from pipeline.report import Registry, Report, ReportRow
+from pipeline.report import Registry, Report
 from pipeline.variant import VariantResult
 
 PREVIOUS_ALIAS = "previous"
@@ -54,7 +55,11 @@ class Tracker:
         self.client = mlflow.MlflowClient(tracking_uri)
         existing = self.client.get_experiment_by_name(experiment)
         if existing is None:
-            location = (artifact_root / experiment).resolve().as_uri() if "://" not in str(artifact_root) else None
+            # a local store keeps files under artifacts/; a tracking server keeps them where it is told
+            # (its --artifacts-destination), where every client can reach them
+            served = tracking_uri.startswith(("http://", "https://", "databricks"))
+            location = (artifact_root / experiment).resolve().as_uri() if not served and "://" not in str(artifact_root) \
+                else None
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         else:
             self.experiment_id = existing.experiment_id
@@ -100,8 +105,11 @@ class Tracker:
         files: dict[str, list[Path]],
         series: dict[str, list[float]] | None = None,
         texts: dict[str, str] | None = None,
+        tables: dict[str, dict[str, list[Any]]] | None = None,
+        datasets: dict[str, tuple[dict[str, list[Any]], str]] | None = None,
     ) -> str:
-        """`texts`: artifact file name -> its text (the model card)."""
+        """`texts`: artifact file name -> its text (the model card); `tables`: file name -> columns, for
+        MLflow's table view; `datasets`: name -> (columns, where it came from), the eval data."""
         mlflow = _mlflow()
         with mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=True, tags=_safe(tags)) as run:
             mlflow.log_params(_safe(params))
@@ -117,6 +125,16 @@ class Tracker:
                         mlflow.log_artifact(str(path), artifact_path=folder)
             for file_name, text in (texts or {}).items():
                 mlflow.log_text(secrecy.redact(text), file_name)
+            for file_name, columns in (tables or {}).items():
+                mlflow.log_table(columns, file_name)
+            for dataset_name, (columns, source) in (datasets or {}).items():
+                import pandas as pd
+                from mlflow.data import from_pandas
+
+                with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways": it is a file
+                    warnings.simplefilter("ignore", UserWarning)
+                    dataset = from_pandas(pd.DataFrame(columns), source=source, name=dataset_name)
+                mlflow.log_input(dataset, context="eval")
             return run.info.run_id
 
     def log_parent(self, run_id: str, tags: dict[str, str], files: dict[str, Any]) -> None:
@@ -177,29 +195,58 @@ def _safe(values: dict[str, str]) -> dict[str, str]:
 def open_parent(tracker: Tracker, run_name: str, recipe: Recipe, recipe_path: Path, recipe_hash: str) -> tuple[str, bool]:
     """The run's parent run, opened at its start (or the one an interrupted run left): (id, resumed)."""
     return tracker.open_parent(run_name, recipe_hash, flat_params(recipe.model_dump(mode="json", exclude={"variants"})),
-                               {"recipe": str(recipe_path)})
+                               {"recipe": str(recipe_path), "recipe_name": recipe.name, **run_facts()})
+
+
+def run_facts() -> dict[str, str]:
+    """Where the run ran: quantgate's commit and version, the host's CPU class, cores and memory."""
+    import os
+    import platform
+    import subprocess
+    from importlib import metadata
+
+    from pipeline import compat
+    from pipeline.settings import REPO_ROOT
+
+    commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"git_commit": commit.stdout.strip() if commit.returncode == 0 else "unknown",
+            "quantgate_version": metadata.version("quantgate"),
+            "host": f"{platform.machine()} {compat.cpu_class()}, {os.cpu_count()} cores, {memory:.0f} GiB"}
+
+
+def since_last(tracker: Tracker, recipe_name: str, parent: str, facts: dict[str, str], report: Report
+               ) -> tuple[str | None, list[str]]:
+    """(the last complete run of this recipe, what changed since it); (None, []) for the first."""
+    previous = changes.previous_run(tracker.client, tracker.experiment_id, recipe_name, parent)
+    if previous is None:
+        return None, []
+    return previous.info.run_name, changes.since(previous.data.tags, changes.verdicts(tracker.client, previous),
+                                                 facts, report)
 
 
 def record(tracker: Tracker, parent: str, recipe: Recipe, report: Report, results: list[VariantResult],
-           decision: Decision, charts: dict[str, Path] | None = None) -> Registry | None:
+           decision: Decision, charts: dict[str, Path] | None = None,
+           documents: Callable[[Registry | None, str], list[Path]] | None = None,
+           facts: dict[str, str] | None = None) -> Registry | None:
     """A child run per variant, the winner registered, the decision on the `parent` run, which is
     then complete; returns the registry's answer.
-    `charts`: variant -> its latency-vs-load PNG, and "" -> the chart across variants (on the parent)."""
+    `charts`: variant -> its latency-vs-load PNG, and "" -> the chart across variants (on the parent);
+    `documents`: writes the report for people, given the registry's answer and the parent run."""
     charts = charts or {}
     registry = None
     variants = {v.name: v for v in recipe.variants}
     with tracker.parent_run(parent) as parent_id:
         child_ids = {}
+        references = {r.engine: r for r in results if r.reference}
         for result in results:
             row = report.row(result.name)
+            variant = variants[result.name]
             child_ids[result.name] = tracker.child_run(
-                result.name, flat_params(variants[result.name]), variant_metrics(row, report.metrics),
-                {"verdict": "pass" if row.passed else "fail", "promoted": str(row.promoted).lower(),
-                 "reasons": "; ".join(row.reasons)[:5000] or "all checks passed",
-                 "reference": str(result.reference).lower(), "engine": result.engine},
-                _with_chart(result.files(), charts.get(result.name)), load_series(row),
-                {"model_card.md": model_card.card(report, row)},
-            )
+                result.name, {**flat_params(variant), **mlflow_keys.params(report)}, mlflow_keys.metrics(row),
+                mlflow_keys.tags(row, variant.labels()), _with_chart(result.files(), charts.get(result.name)),
+                mlflow_keys.series(row), {"model_card.md": model_card.card(report, row)},
+                *_eval_tables(result, references.get(result.engine), report.tasks))
         if decision.winner:
             winner = next(r for r in results if r.name == decision.winner)
             assert winner.artifact is not None
@@ -207,13 +254,27 @@ def record(tracker: Tracker, parent: str, recipe: Recipe, report: Report, result
             registry = tracker.register(recipe.tracking.registered_model, recipe.tracking.alias,
                                         child_ids[winner.name], winner.artifact.model_path, winner.artifact.manifest,
                                         model_card.card(report, row), model_card.key_figures(report, row))
-        tracker.log_parent(parent_id, {"winner": decision.winner or "none", "decision": decision.reason},
+        tracker.log_parent(parent_id, {"winner": decision.winner or "none", "decision": decision.reason, **(facts or {})},
                            {"decision.json": decision.to_json(),
                             "report.json": {**report.to_json(), "registry": asdict(registry) if registry else None},
                             "recipe.yaml": yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)})
         if "" in charts:
             tracker.client.log_artifact(parent_id, str(charts[""]))
+        for path in documents(registry, parent_id) if documents else []:
+            tracker.client.log_artifact(parent_id, str(path), "report")
     return registry
+
+
+def _eval_tables(result: VariantResult, reference: VariantResult | None, tasks: list[str]
+                 ) -> tuple[dict[str, dict[str, list[Any]]], dict[str, tuple[dict[str, list[Any]], str]]]:
+    """The items this variant answered unlike its reference (a table), and each task's items (datasets)."""
+    if result.evals is None:
+        return {}, {}
+    datasets = {task: (eval_items.dataset(result.evals, task), str(result.evals.folder / result.evals.tasks[task].samples_file))
+                for task in tasks if task in result.evals.tasks}
+    if reference is None or reference.evals is None or reference is result:
+        return {}, datasets
+    return {"flipped_items.json": eval_items.flipped(reference.evals, result.evals, tasks)}, datasets
 
 
 def _with_chart(files: dict[str, list[Path]], chart: Path | None) -> dict[str, list[Path]]:
@@ -232,55 +293,3 @@ def flat_params(obj: Any, prefix: str = "") -> dict[str, str]:
     else:
         out[prefix.rstrip(".")] = str(data)
     return out
-
-
-def variant_metrics(row: ReportRow, metric_names: dict[str, str]) -> dict[str, float]:
-    metrics: dict[str, float] = {"passed": float(row.passed), "promoted": float(row.promoted)}
-    for task, score in row.score.items():
-        if score is not None:
-            metrics[f"{task}.{metric_names.get(task, 'score')}"] = score
-        if row.delta[task] is not None:
-            metrics[f"{task}.delta_vs_reference"] = row.delta[task]  # type: ignore[assignment]
-        if task in row.delta_upper:
-            metrics[f"{task}.drop_upper"] = row.delta_upper[task]
-            metrics[f"{task}.right_to_wrong"] = row.flips[task].right_to_wrong
-            metrics[f"{task}.wrong_to_right"] = row.flips[task].wrong_to_right
-    if row.parity and row.parity.mean_abs_diff is not None:
-        metrics["engine_parity_mean_abs_diff"] = row.parity.mean_abs_diff
-    if row.divergence:
-        for name in ("kld_mean", "kld_p99", "flip_rate", "ppl_ratio", "reference_tail_mass"):
-            if (value := getattr(row.divergence, name)) is not None:
-                metrics[name] = value
-    for name, value in (("size_mb", row.file_mb), ("bits_per_weight", row.bits_per_weight),
-                        ("quantize_seconds", row.quantize_seconds), ("quantize_peak_rss_mb", row.peak_rss_mb)):
-        if value is not None:
-            metrics[name] = value
-    capacity = row.capacity
-    if capacity and capacity.slo_level:
-        metrics["slo_load"] = capacity.slo_level.level
-        metrics["slo_goodput_rps"] = capacity.slo_level.goodput_rps
-    if capacity and capacity.output_tokens_per_s:
-        for name, interval in (("slo_output_tokens_per_s", capacity.output_tokens_per_s),
-                               ("slo_requests_per_s", capacity.requests_per_s), ("replicas", capacity.replicas),
-                               ("usd_per_1m_tokens", capacity.usd_per_1m_tokens)):
-            if interval is None:
-                continue
-            metrics[name] = interval.estimate
-            for side in ("low", "high"):
-                if (bound := getattr(interval, side)) is not None:
-                    metrics[f"{name}_{side}"] = bound
-    if capacity and capacity.accelerators_per_replica:
-        metrics["accelerators_per_replica"] = capacity.accelerators_per_replica
-    return metrics
-
-
-def load_series(row: ReportRow) -> dict[str, list[float]]:
-    """Per load level, lightest first (MLflow steps): what the latency-vs-load charts plot."""
-    series: dict[str, list[float]] = {"load_level": [lv.level for lv in row.load],
-                                      "output_tokens_per_s": [lv.output_tokens_per_s.estimate for lv in row.load],
-                                      "error_rate": [lv.error_rate for lv in row.load]}
-    for metric in ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms"):
-        for q in ("p50", "p90", "p95", "p99"):
-            values = [lv.latency_ms[metric][q].estimate if metric in lv.latency_ms else math.nan for lv in row.load]
-            series[f"{metric.removesuffix('_ms')}_{q}_ms"] = values
-    return series

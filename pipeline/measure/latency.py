@@ -69,6 +69,7 @@ class LevelSummary:
     mean_output_tokens: float | None
     latency_ms: dict[str, dict[str, Interval]]  # metric -> p50/p90/p95/p99 -> interval
     first_error: str | None
+    unreported: int = 0  # sent, but the load generator lost their results (not counted anywhere else)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -241,7 +242,8 @@ def summarize(rounds: Sequence[LoadLevelRecords], label: str, confidence: float 
     prompts = [r.prompt_tokens for r in ok if r.prompt_tokens is not None]
     return LevelSummary(
         level=rounds[0].level, label=label, rounds=len(rounds), measured=len(records),
-        cancelled=sum(cancelled(level) for level in rounds), succeeded=len(ok), errors=errors,
+        cancelled=sum(cancelled(level) for level in rounds), unreported=sum(level.unreported for level in rounds),
+        succeeded=len(ok), errors=errors,
         error_rate=round(1 - len(ok) / len(records), 4) if records else 1.0, duration_s=round(duration, 3),
         mean_in_flight=round(sum(_busy_seconds(level) for level in rounds) / duration, 3),
         requests_per_s=requests_ps, output_tokens_per_s=output_tps,

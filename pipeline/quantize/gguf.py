@@ -6,6 +6,7 @@ The F16 conversion is shared by every quantized type of a source and cached on i
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict
@@ -38,8 +39,16 @@ class GGUFVariant(VariantConfig):
     """A llama.cpp GGUF type; F16/BF16/F32 are unquantized conversions (the reference)."""
 
     format: ClassVar[str] = "gguf"
+    method: ClassVar[str] = "llama.cpp"
     kind: Literal["gguf"]
     type: str
+
+    def scheme(self) -> str:
+        return self.type
+
+    def weight_bits(self) -> int:
+        """F16 -> 16, Q4_K_M -> 4: the digits of the type's name."""
+        return int(re.search(r"\d+", self.type).group())  # type: ignore[union-attr]
 
     @field_validator("type")
     @classmethod

@@ -69,11 +69,22 @@ def _int4_groups(group_size: int | None, symmetric: bool) -> dict[str, Any]:
     return {"group_0": {"targets": ["Linear"], "weights": weights}}
 
 
+def _w4a16(group_size: int | None) -> str:
+    return f"W4A16 g{group_size}" if group_size else "W4A16 per-channel"
+
+
 class FP8DynamicVariant(LLMCompressorVariant):
     """FP8 weights (per channel) and dynamic per-token FP8 activations; needs no calibration data."""
 
     needs_calibration: ClassVar[bool] = False
+    method: ClassVar[str] = "round-to-nearest"
     kind: Literal["fp8_dynamic"]
+
+    def scheme(self) -> str:
+        return "FP8_DYNAMIC"
+
+    def weight_bits(self) -> int:
+        return 8
 
     def modifiers(self) -> list[Modifier]:
         return [Modifier(module=QUANTIZATION, name="QuantizationModifier",
@@ -83,7 +94,14 @@ class FP8DynamicVariant(LLMCompressorVariant):
 class W8A8Int8Variant(LLMCompressorVariant):
     """INT8 weights and activations: SmoothQuant moves activation outliers into weights, then GPTQ."""
 
+    method: ClassVar[str] = "smoothquant+gptq"
     kind: Literal["w8a8_int8"]
+
+    def scheme(self) -> str:
+        return "W8A8"
+
+    def weight_bits(self) -> int:
+        return 8
     smoothing_strength: float = Field(0.8, gt=0, lt=1)
     dampening: float = Field(0.01, gt=0, lt=1, description="GPTQ Hessian dampening fraction")
 
@@ -97,7 +115,14 @@ class W8A8Int8Variant(LLMCompressorVariant):
 class W4A16GPTQVariant(LLMCompressorVariant):
     """4-bit integer weights, 16-bit activations, rounding chosen by GPTQ on calibration data."""
 
+    method: ClassVar[str] = "gptq"
     kind: Literal["w4a16_gptq"]
+
+    def scheme(self) -> str:
+        return _w4a16(self.group_size)
+
+    def weight_bits(self) -> int:
+        return 4
     group_size: int | None = Field(64, ge=8, description="None: one scale per output channel")
     symmetric: bool = True
     dampening: float = Field(0.01, gt=0, lt=1, description="GPTQ Hessian dampening fraction")
@@ -112,7 +137,14 @@ class W4A16AWQVariant(LLMCompressorVariant):
     """4-bit integer weights with activation-aware scaling (AWQ), then round-to-nearest. In 0.14 AWQ
     takes no quantization arguments: a QuantizationModifier after it quantizes."""
 
+    method: ClassVar[str] = "awq"
     kind: Literal["w4a16_awq"]
+
+    def scheme(self) -> str:
+        return _w4a16(self.group_size)
+
+    def weight_bits(self) -> int:
+        return 4
     group_size: int | None = Field(64, ge=8, description="None: one scale per output channel")
     symmetric: bool = False
 

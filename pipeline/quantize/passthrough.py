@@ -28,7 +28,14 @@ class HFVariant(VariantConfig):
     """The unquantized model directory itself: the reference on engines that serve HF checkpoints."""
 
     format: ClassVar[str] = "hf"
+    method: ClassVar[str] = "none"
     kind: Literal["hf"]
+
+    def scheme(self) -> str:
+        return "unquantized"
+
+    def weight_bits(self) -> int:
+        return 16  # as served: vLLM loads the checkpoint in bf16/fp16
 
 
 def safetensors_summary(folder: Path) -> dict[str, Any]:

@@ -70,6 +70,7 @@ class VariantConfig(Strict):
 
     format: ClassVar[str]  # the artifact format this kind makes (what an engine must serve)
     needs_calibration: ClassVar[bool] = False
+    method: ClassVar[str]  # how the weights are made (what reviewers filter runs by)
 
     kind: str
     name: str = Field(pattern=NAME_PATTERN)
@@ -87,6 +88,18 @@ class VariantConfig(Strict):
                                  f" ({', '.join(serving) or 'none registered'})")
             data = {**data, "engine": serving[0]}
         return data
+
+    def scheme(self) -> str:
+        """The number format, as the tool names it (Q4_K_M, W4A16 g64, FP8_DYNAMIC)."""
+        return self.kind
+
+    def weight_bits(self) -> int:
+        """Nominal bits per weight (the measured bits per weight are in the artifact's manifest)."""
+        raise NotImplementedError
+
+    def labels(self) -> dict[str, str]:
+        """The tags every variant's MLflow run carries, identical in name across backends."""
+        return {"method": self.method, "scheme": self.scheme(), "weight_bits": str(self.weight_bits())}
 
     def quantize_params(self) -> dict[str, Any]:
         """What decides the artifact (its content key and manifest): everything but name, engine, role."""

@@ -145,9 +145,11 @@ def records(report: dict[str, Any], request: LoadRequest, levels: list[float],
         skip = warmup_count(request, level)
         rows = [replace(r, warmup=True) for r in rows[:skip]] + rows[skip:]
         timed = [r for r in rows[skip:] if r.error_class != CANCELLED] or rows
+        state = benchmark.get("scheduler_state") or {}
         out.append(LoadLevelRecords(level=level, round=round_, closed_loop=request.profile == "concurrency",
                                     window_start_s=min(r.start_s for r in timed) if timed else 0.0,
-                                    window_end_s=max(r.end_s for r in timed) if timed else 0.0, requests=rows))
+                                    window_end_s=max(r.end_s for r in timed) if timed else 0.0, requests=rows,
+                                    unreported=max(0, int(state.get("created_requests", 0)) - len(rows))))
     return out
 
 

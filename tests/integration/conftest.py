@@ -132,8 +132,8 @@ def user_task_refs(folder: Path) -> list[dict]:
             {"path": str(folder / "echo.yaml"), "name": "echo-chat", "apply_chat_template": True}]
 
 
-def quantgate(*args: str, artifacts: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, QUANTGATE_ARTIFACTS=str(artifacts), HF_HUB_OFFLINE="1", COLUMNS="200")
+def quantgate(*args: str, artifacts: Path, check: bool = True, **environ: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, QUANTGATE_ARTIFACTS=str(artifacts), HF_HUB_OFFLINE="1", COLUMNS="200", **environ)
     proc = subprocess.run([str(REPO_ROOT / ".venv" / "bin" / "quantgate"), *args], env=env, cwd=REPO_ROOT,
                           capture_output=True, text=True)
     if check and proc.returncode != 0:

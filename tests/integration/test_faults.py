@@ -305,14 +305,14 @@ def recipe_with(recipe_data: dict, folder: Path, change: Callable[[dict], None])
 
 def test_a_hung_worker_is_stopped_at_its_time_limit(recipe_data, artifacts, tmp_path):
     shutil.rmtree(entry_of(artifacts, "evals", "q8_0"))
-    impatient = recipe_with(recipe_data, tmp_path, lambda d: d.update(timeouts={"evals": 25}))
+    impatient = recipe_with(recipe_data, tmp_path, lambda d: d.update(timeouts={"evals": 12}))
     # SIGSTOP: alive and silent, a hung tool
     hang = signal_workers(artifacts, "evals", "pipeline.workers.llamacpp_scorer", signal.SIGSTOP)
     proc, injected = run(impatient, artifacts, fault=hang)
     assert injected, said(proc)
     assert proc.returncode == EXIT_BROKEN, said(proc)
     no_traceback_and_nothing_running(proc, artifacts)
-    assert re.search(r"\[q8_0\] evals FAILED: pipeline\.workers\.llamacpp_scorer ran past its 25 s limit and was"
+    assert re.search(r"\[q8_0\] evals FAILED: pipeline\.workers\.llamacpp_scorer ran past its 12 s limit and was"
                      r" stopped with its children; log \S+/failed/", proc.stdout), proc.stdout
     assert "[q8_0] quantize done" in proc.stdout  # the crashed quantize of the case before is made now
 

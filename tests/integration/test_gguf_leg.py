@@ -6,12 +6,15 @@ One pipeline run per module (then one cached re-run); the tests read what it lef
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from pipeline.artifacts import sha256_file
 from pipeline.settings import REPO_ROOT
 from tests.integration.conftest import WORDS, quantgate, user_task_refs
 
@@ -217,11 +220,38 @@ def test_mlflow_holds_parent_children_and_champion(artifacts, report):
     assert len(parents) == 1 and len(children) == len(VARIANTS)
     child = next(r for r in children if r.info.run_name == "q8_0")
     assert child.data.params["type"] == "Q8_0"
-    assert "agreement.acc" in child.data.metrics and "qg_echo.exact_match" in child.data.metrics
-    assert "usd_per_1m_tokens" in child.data.metrics and "slo_output_tokens_per_s_low" in child.data.metrics
-    ttft = client.get_metric_history(child.info.run_id, "ttft_p95_ms")
+    # the same keys on every variant, grouped for MLflow's charts; the thresholds beside them
+    row = next(r for r in report["rows"] if r["variant"] == "q8_0")
+    groups = {"gate", "quality", "fidelity", "size", "quantize", "load", "cost", "per_level"}
+    assert all(key.split("/")[0] in groups for c in children for key in c.data.metrics)
+    quality = [{k for k in c.data.metrics if k.startswith("quality/")} for c in children if c.info.run_name != "f16"]
+    assert all(keys == quality[0] for keys in quality)
+    assert child.data.metrics["quality/agreement/score"] == row["score"]["agreement"]
+    assert row["delta_upper"] and all(child.data.metrics[f"quality/{task}/drop_bound"] == bound
+                                      for task, bound in row["delta_upper"].items())
+    assert "quality/qg_echo/score" in child.data.metrics and "fidelity/kld_mean" in child.data.metrics
+    assert child.data.metrics["cost/usd_per_1m_tokens"] == row["capacity"]["usd_per_1m_tokens"]["estimate"]
+    assert "load/output_tokens_per_s_low" in child.data.metrics and "load/ttft_p95_ms" in child.data.metrics
+    assert child.data.params["gate.agreement.max_drop"] == f"{report['thresholds']['gate.agreement.max_drop']:g}"
+    assert child.data.params["quality.agreement.metric"] == "acc" and "slo.ttft_ms" in child.data.params
+    ttft = client.get_metric_history(child.info.run_id, "per_level/ttft_p95_ms")
     assert [m.step for m in ttft] == [0, 1]  # one point per load level
-    assert child.data.tags["verdict"] in {"pass", "fail"}
+    assert child.data.tags["verdict"] in {"pass", "fail"} and child.data.tags["verdict"] == ("pass" if row["passed"] else "fail")
+    assert (child.data.tags["method"], child.data.tags["scheme"], child.data.tags["weight_bits"]) == ("llama.cpp", "Q8_0", "8")
+    # the eval data as MLflow datasets, and the items q8_0 answered unlike f16 as a table
+    assert {d.dataset.name for d in client.get_run(child.info.run_id).inputs.dataset_inputs} >= {"agreement", "qg_echo"}
+    flipped = json.loads(Path(client.download_artifacts(child.info.run_id, "flipped_items.json")).read_text())
+    reference = next(r for r in children if r.info.run_name == "f16")
+
+    def values(run) -> list[float]:
+        path = client.download_artifacts(run.info.run_id, "evals/samples_agreement.jsonl")
+        return [json.loads(line)["value"] for line in Path(path).read_text().splitlines()]
+
+    differ = [(a, b) for a, b in zip(values(reference), values(child)) if a != b]
+    rows = [dict(zip(flipped["columns"], r)) for r in flipped["data"] if r[flipped["columns"].index("task")] == "agreement"]
+    assert differ and len(rows) == len(differ)  # the random tiny model answers a few items differently
+    assert [r["direction"] for r in rows].count("right→wrong") == sum(a > b for a, b in differ)
+    assert all(r["prompt"] and r["reference_answer"] != r["variant_answer"] for r in rows)
     artifact_paths = {f.path for f in client.list_artifacts(child.info.run_id)}
     assert {"artifact", "evals", "load"} <= artifact_paths
     load_files = {f.path for f in client.list_artifacts(child.info.run_id, "load")}
@@ -236,6 +266,13 @@ def test_mlflow_holds_parent_children_and_champion(artifacts, report):
     assert version.description.startswith(f"# {report['winner']} (") and version.tags["promoted_at"]
     assert "cost.usd_per_1m_tokens" in version.tags and any(k.startswith("quality.") for k in version.tags)
     assert parents[0].data.tags["winner"] == report["winner"]
+    # the report for people, on the parent run and under artifacts/reports/<run>/, naming its run
+    logged = {f.path for f in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert {"report/report.md", "report/report.html", "report/quality-vs-cost.png"} <= logged
+    folder = sorted((artifacts / "reports").glob("*.json"))[0].with_suffix("")  # the first run's
+    text = (folder / "report.md").read_text()
+    assert f"MLflow parent run `{parents[0].info.run_id}`" in text and f"**Decision:** {report['decision']}" in text
+    assert sorted(p.name for p in (folder / "cards").iterdir()) == sorted(f"{name}.md" for name, _ in VARIANTS)
 
 
 def test_second_run_redoes_nothing(first_run, recipe, artifacts, report):
@@ -251,6 +288,10 @@ def test_second_run_redoes_nothing(first_run, recipe, artifacts, report):
     assert all(f"[{name}] quantize cached" in again.stdout for name, _ in VARIANTS)
     assert "starting llamacpp server" not in again.stdout  # no measurement was redone
     assert "already holds this artifact" in again.stdout  # champion unchanged, no new version
+    # compared with the first run: same model, tools and verdicts
+    assert "since the last run: this is the first complete run" in first_run.stdout
+    first_name = sorted((artifacts / "reports").glob("*.json"))[0].stem
+    assert f"since the last run ({first_name}): nothing changed" in again.stdout
 
 
 def test_alignment_probe_catches_a_shifted_scorer(llamacpp, artifacts, report):
@@ -321,3 +362,128 @@ def test_converted_tokenizer_matches_the_original_gguf(llamacpp, artifacts, repo
                           env=llamacpp.environ(), capture_output=True, text=True, check=True)
     ours, original = json.loads(proc.stdout.strip().splitlines()[-1])
     assert ours == original
+
+
+def _serve(artifacts: Path, *args: str) -> tuple[subprocess.Popen, dict[str, str]]:
+    """`quantgate serve …` started; what it printed before "Ctrl-C stops it." as {"base URL": …}."""
+    env = dict(os.environ, QUANTGATE_ARTIFACTS=str(artifacts), HF_HUB_OFFLINE="1", COLUMNS="200")
+    proc = subprocess.Popen([str(REPO_ROOT / ".venv" / "bin" / "quantgate"), "serve", *args], env=env, cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    said: dict[str, str] = {}
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("Ctrl-C stops it."):
+            return proc, said
+        name, _, value = line.partition(":")
+        said[name.strip()] = value.strip()
+    raise AssertionError(f"serve exited {proc.wait()} before serving:\n{''.join(lines)}")
+
+
+def _stopped(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, rest
+    return rest
+
+
+@pytest.mark.parametrize("store", ["this host's", "the registry's"])
+def test_serve_answers_an_openai_clients_chat_with_the_champion(artifacts, report, tmp_path, store):
+    """The champion as measured (its engine settings from the recipe) for an OpenAI client, with the
+    artifact from the host's store, or downloaded from the registry where the host has none."""
+    from openai import AuthenticationError, OpenAI
+
+    home = artifacts if store == "this host's" else tmp_path / "elsewhere"
+    proc, said = _serve(home, "tiny-test@champion", "--tracking-uri", f"sqlite:///{artifacts / 'mlflow.db'}")
+    try:
+        winner = report["winner"]
+        served = said["tiny-test@champion"]
+        assert f"({winner}, sha256 " in served and ("from the registry" in served) == (store != "this host's")
+        assert "on llamacpp as measured: threads=1 parallel=2 " in served and "ctx_per_slot=256" in served
+        assert said["base URL"].startswith("http://127.0.0.1:") and said["API key"].startswith("qg-")
+        client = OpenAI(base_url=said["base URL"], api_key=said["API key"])
+        answer = client.chat.completions.create(model=said["model"], max_tokens=8, temperature=0,
+                                                messages=[{"role": "user", "content": "Say hello."}])
+        assert answer.choices[0].message.content and answer.usage.completion_tokens > 0
+        with pytest.raises(AuthenticationError):
+            OpenAI(base_url=said["base URL"], api_key="wrong").models.list()
+    finally:
+        rest = _stopped(proc)
+    assert "stopped" in rest
+    if store != "this host's":
+        (downloaded,) = (home / "serve").glob("tiny-test-v*/**/model.gguf")
+        assert sha256_file(downloaded) == _manifest(artifacts, report, report["winner"])["sha256"]
+
+
+def test_serve_refuses_what_the_registry_does_not_have(artifacts, report):
+    proc = quantgate("serve", "tiny-test@nosuch", "--tracking-uri", f"sqlite:///{artifacts / 'mlflow.db'}",
+                     artifacts=artifacts, check=False)
+    assert proc.returncode == 2 and "tiny-test has no 'nosuch' version" in proc.stderr and "Traceback" not in proc.stderr
+    proc = quantgate("serve", "nosuch-model", "--tracking-uri", f"sqlite:///{artifacts / 'mlflow.db'}",
+                     artifacts=artifacts, check=False)
+    assert proc.returncode == 2 and "no registered model 'nosuch-model'" in proc.stderr and "registered: tiny-test" in proc.stderr
+
+
+def test_a_team_server_on_postgresql_takes_the_whole_record(first_run, recipe, artifacts, report, tmp_path):
+    """`mlflow server` over a real PostgreSQL (own cluster on loopback) with an artifacts destination:
+    a run records into it (measurements reused from the host's store), the rows are in PostgreSQL,
+    the report and model files are behind the server, and status and serve read from it."""
+    from tests.integration.team_server import mlflow_server, postgres, psql
+
+    with postgres() as database, mlflow_server(database, tmp_path / "team-artifacts", tmp_path / "mlflow.log") as url:
+        run = quantgate("run", str(recipe), artifacts=artifacts, QUANTGATE_TRACKING_URI=url)
+        assert f"tracking store {url}" not in run.stderr and "registry: registered version 1" in run.stdout
+        names = psql(database, "select name from runs where lifecycle_stage = 'active' order by name").split()
+        assert sum(name.startswith("tiny-") for name in names) == 1 and sorted(n for n in names if not n.startswith("tiny-")) \
+            == sorted(name for name, _ in VARIANTS)
+        assert psql(database, "select count(*) from model_versions where name = 'tiny-test'").strip() == "1"
+        assert int(psql(database, "select count(*) from metrics where key like 'quality/%'")) > 0
+        # artifacts went to the destination through the server, not to this host's MLflow folder
+        assert list((tmp_path / "team-artifacts").rglob("report.html")) and list((tmp_path / "team-artifacts").rglob("model.gguf"))
+        status = quantgate("status", "tiny-test", "--tracking-uri", url, artifacts=artifacts)
+        assert f"champion is version 1 ({report['winner']}" in status.stdout
+        proc, said = _serve(tmp_path / "elsewhere", "tiny-test", "--tracking-uri", url)
+        try:
+            assert "from the registry" in said["tiny-test@champion"] and said["base URL"].startswith("http://127.0.0.1:")
+        finally:
+            _stopped(proc)
+
+
+def test_mlflow_ui_lines_the_variants_up_with_no_setup(artifacts, report, tmp_path):
+    """MLflow's own UI in headless Chromium over this run's store: the compare page of the variants
+    shows their names, grouped quality, fidelity, load and cost metrics and their verdicts; the
+    metric pages it links to give each variant's cost and drop bound as the report has them.
+    Screenshots are kept under test-output/mlflow-ui/."""
+    import mlflow
+
+    from tests.integration.mlflow_ui import Browser, compare_url, metric_url
+    from tests.integration.team_server import mlflow_server
+
+    client = mlflow.MlflowClient(f"sqlite:///{artifacts / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("quantgate-test").experiment_id
+    (parent,) = client.search_runs([experiment], "tags.qg_state = 'complete'", order_by=["attributes.start_time ASC"],
+                                   max_results=1)
+    children = sorted(client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"),
+                      key=lambda run: run.info.run_name)
+    ids, names = [c.info.run_id for c in children], [c.info.run_name for c in children]
+    rows = {row["variant"]: row for row in report["rows"]}
+    task = next(iter(rows["q8_0"]["delta_upper"]))
+    out = REPO_ROOT / "test-output" / "mlflow-ui"
+    with mlflow_server(f"sqlite:///{artifacts / 'mlflow.db'}", tmp_path / "served", tmp_path / "mlflow.log") as url, \
+            Browser(out) as browser:
+        text = browser.compare_page(compare_url(url, experiment, ids), len(ids), "compare-page")
+        assert all(name in text for name in names)
+        for key in ("cost/usd_per_1m_tokens", f"quality/{task}/drop_bound", "quality/agreement/score",
+                    "fidelity/kld_mean", "load/ttft_p95_ms", "gate/passed"):
+            assert key in text, key
+        verdicts = ["pass" if rows[name]["passed"] else "fail" for name in names]
+        assert "verdict\t" + "\t".join(verdicts) in text.splitlines()
+        cost = browser.metric_values(metric_url(url, experiment, ids, "cost/usd_per_1m_tokens"),
+                                     "cost/usd_per_1m_tokens", "metric-cost")
+        assert cost == {name: rows[name]["capacity"]["usd_per_1m_tokens"]["estimate"] for name in names
+                        if rows[name]["capacity"] and rows[name]["capacity"]["usd_per_1m_tokens"]}
+        bound = browser.metric_values(metric_url(url, experiment, ids, f"quality/{task}/drop_bound"),
+                                      f"quality/{task}/drop_bound", "metric-drop-bound")
+        assert bound == {name: rows[name]["delta_upper"][task] for name in names if task in rows[name]["delta_upper"]}
+    assert {p.name for p in out.iterdir()} >= {"compare-page.png", "compare-page-metrics.png", "compare-page-tags.png",
+                                               "metric-cost.png", "metric-drop-bound.png"}

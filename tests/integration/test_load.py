@@ -62,7 +62,9 @@ def test_concurrency_sweep_sends_the_recipes_workload(guidellm_env, server, tiny
     assert [level.level for level in output.levels] == [1.0, 2.0]
     for level in output.levels:
         records = measured(level)
-        assert len(records) >= 5 and all(r.ok for r in records)
+        # GuideLLM sends the count asked for, but now and then loses one request's result (seen in CI and
+        # in 1 of 8 repeats here: 4 measured, its scheduler still counting the 5th as processing)
+        assert len(records) + level.unreported == 5 and level.unreported <= 1 and all(r.ok for r in records)
         # warm-up requests were sent but are not in the measured window
         assert len(level.requests) > len(records) and min(r.start_s for r in level.requests) < level.window_start_s
         assert {r.prompt_tokens for r in records} == {48}  # exact, in the model's tokenizer

@@ -31,6 +31,7 @@ from pipeline.variant import VariantResult
 
 PREVIOUS_ALIAS = "previous"
 PROMOTED_AT = "promoted_at"  # a version tag: when it last became the alias's version
+REGISTERED_TAG = "registered_version"  # on a winner's run: "<model>/<version>" that holds its artifact
 STATE_TAG = "qg_state"  # "incomplete" from the start of a run until everything is recorded
 INCOMPLETE, COMPLETE = "incomplete", "complete"
 
@@ -163,6 +164,8 @@ class Tracker:
         except MlflowException:
             pass
         if current is not None and current.tags.get("sha256") == manifest["sha256"]:
+            # the version links to the run that first registered it; this run's winner says which it is
+            self.client.set_tag(run_id, REGISTERED_TAG, f"{model_name}/{current.version}")
             return Registry(name=model_name, version=str(current.version), alias=alias, changed=False, previous_version=None,
                             note=f"version {current.version} already holds this artifact; alias unchanged")
         with tempfile.TemporaryDirectory() as tmp:
@@ -181,6 +184,7 @@ class Tracker:
             previous = str(current.version)
         self.client.set_registered_model_alias(model_name, alias, version.version)
         self.client.set_model_version_tag(model_name, version.version, PROMOTED_AT, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        self.client.set_tag(run_id, REGISTERED_TAG, f"{model_name}/{version.version}")
         return Registry(name=model_name, version=str(version.version), alias=alias, changed=True, previous_version=previous,
                         note=f"registered version {version.version} as {alias!r}"
                         + (f"; version {previous} kept as {PREVIOUS_ALIAS!r}" if previous else ""))

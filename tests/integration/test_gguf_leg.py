@@ -452,7 +452,7 @@ def test_a_team_server_on_postgresql_takes_the_whole_record(first_run, recipe, a
 def test_mlflow_ui_lines_the_variants_up_with_no_setup(artifacts, report, tmp_path):
     """MLflow's own UI in headless Chromium over this run's store: the compare page of the variants
     shows their names, grouped quality, fidelity, load and cost metrics and their verdicts; the
-    metric pages it links to give each variant's cost and drop bound as the report has them.
+    metric pages it links to give each variant's cost and agreement score as the report has them.
     Screenshots are kept under test-output/mlflow-ui/."""
     import mlflow
 
@@ -482,8 +482,9 @@ def test_mlflow_ui_lines_the_variants_up_with_no_setup(artifacts, report, tmp_pa
                                      "cost/usd_per_1m_tokens", "metric-cost")
         assert cost == {name: rows[name]["capacity"]["usd_per_1m_tokens"]["estimate"] for name in names
                         if rows[name]["capacity"] and rows[name]["capacity"]["usd_per_1m_tokens"]}
-        bound = browser.metric_values(metric_url(url, experiment, ids, f"quality/{task}/drop_bound"),
-                                      f"quality/{task}/drop_bound", "metric-drop-bound")
-        assert bound == {name: rows[name]["delta_upper"][task] for name in names if task in rows[name]["delta_upper"]}
+        score = browser.metric_values(metric_url(url, experiment, ids, "quality/agreement/score"),
+                                      "quality/agreement/score", "metric-agreement-score")
+        assert score == {name: rows[name]["score"]["agreement"] for name in names}
+        assert len(set(score.values())) > 1  # the variants answer differently: a column of one value proves less
     assert {p.name for p in out.iterdir()} >= {"compare-page.png", "compare-page-metrics.png", "compare-page-tags.png",
-                                               "metric-cost.png", "metric-drop-bound.png"}
+                                               "metric-cost.png", "metric-agreement-score.png"}

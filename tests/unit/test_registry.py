@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from pipeline import cli, registry, track
 
 
-def promote(tracker: track.Tracker, tmp_path, run_name: str, winner: str, others: dict[str, str], sha: str) -> None:
+def promote(tracker: track.Tracker, tmp_path, run_name: str, winner: str, others: dict[str, str], sha: str) -> str:
     """What `quantgate run` records: a parent with the decision, a child per variant, the winner registered."""
     parent, _ = tracker.open_parent(run_name, run_name, {}, {})
     with tracker.parent_run(parent):
@@ -24,6 +24,7 @@ def promote(tracker: track.Tracker, tmp_path, run_name: str, winner: str, others
                          {"variant": winner, "sha256": sha * 8, "key": sha, "format": "gguf", "bits_per_weight": 8},
                          f"# {winner}\nits card", {"cost.usd_per_1m_tokens": "0.79", "quality.arc.drop_bound": "0.01"})
         tracker.log_parent(parent, {"decision": f"{winner} is the cheapest passing variant"}, {})
+    return children[winner]
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +101,14 @@ def test_a_rollback_with_nothing_to_go_back_to_is_refused(tmp_path):
     promote(tracker, tmp_path, "run-1", "f16", {}, "aaaa")
     with pytest.raises(registry.RegistryError, match="no 'previous' version: version 1 is the only champion"):
         registry.rollback(tracker.client, "demo", "why not")
+
+
+def test_a_winner_whose_artifact_is_already_champion_says_which_version_holds_it(store, tmp_path):
+    """MLflow links a version to the run that registered it; a later run with the same winner adds no
+    version, and its winner's run names the version instead (else its page says "Registered models: None")."""
+    uri, tracker = store
+    again = promote(tracker, tmp_path, "run-3", "q8_0", {"f16": "pass"}, "bbbb")
+    assert sorted(str(v.version) for v in tracker.client.search_model_versions("name = 'demo'")) == ["1", "2"]
+    assert tracker.client.get_run(again).data.tags[track.REGISTERED_TAG] == "demo/2"
+    first = tracker.client.get_model_version("demo", "2").run_id
+    assert first != again and tracker.client.get_run(first).data.tags[track.REGISTERED_TAG] == "demo/2"

@@ -31,6 +31,7 @@ from pipeline.variant import VariantResult
 
 PREVIOUS_ALIAS = "previous"
 PROMOTED_AT = "promoted_at"  # a version tag: when it last became the alias's version
+EXPERIMENT_KIND = "mlflow.experimentKind"
 REGISTERED_TAG = "registered_version"  # on a winner's run: "<model>/<version>" that holds its artifact
 STATE_TAG = "qg_state"  # "incomplete" from the start of a run until everything is recorded
 INCOMPLETE, COMPLETE = "incomplete", "complete"
@@ -64,6 +65,9 @@ class Tracker:
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         else:
             self.experiment_id = existing.experiment_id
+        if existing is None or EXPERIMENT_KIND not in existing.tags:
+            # MLflow 3's UI shows an experiment of unknown kind as a GenAI one (traces, no runs table)
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND, "custom_model_development")
         self.tracking_uri = tracking_uri
 
     def open_parent(self, name: str, recipe_hash: str, params: dict[str, str], tags: dict[str, str]) -> tuple[str, bool]:

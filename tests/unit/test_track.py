@@ -66,3 +66,8 @@ def test_params_tags_and_files_keep_no_secret(tracker, monkeypatch):
     assert "hf_plantedSECRET123" not in open(local).read()
     card = tracker.client.download_artifacts(child, "model_card.md")
     assert open(card).read() == "# f16\nmade with ***\n"
+
+
+def test_the_experiment_opens_as_model_training_in_mlflows_ui(tracker):
+    experiment = tracker.client.get_experiment(tracker.experiment_id)
+    assert experiment.tags[track.EXPERIMENT_KIND] == "custom_model_development"

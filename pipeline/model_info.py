@@ -1,7 +1,10 @@
 """Layer widths and module names of a model source, read without loading it (no tool imported).
 
 Plan-time checks need them: a quantization group size must divide every layer width it is applied
-to, and an ignore pattern must match some module. A hub model without a network gives None.
+to, and an ignore pattern must match some module. Module names come from the checkpoint's own
+tensor names (safetensors headers), so any architecture is checked by what it really has; a
+config without weights falls back to Llama's names for the families that use them. A hub model
+without a network gives None.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from typing import Any
 from pipeline.recipe.schema import GGUFSource, LocalSource, PackageFileSource
 from pipeline.source import package_file
 
-# Architectures whose Linear modules are named like Llama's (what the ignore check enumerates).
+# Architectures whose Linear modules are named like Llama's: their names, when no weights are at hand.
 LLAMA_LIKE = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
+# 2-D weights that are embeddings, not Linear layers (the names families give them)
+EMBEDDINGS = ("embed_tokens", "wte", "wpe", "embed_in", "word_embeddings", "position_embeddings", "tok_embeddings")
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,7 @@ class ModelInfo:
     head_dim: int
     chat_template: bool | None = None  # whether the tokenizer carries one (None: not known)
     kv_heads: int | None = None  # key/value heads (grouped-query attention); None: not known
+    modules: tuple[str, ...] | None = None  # Linear module names read from the weights (None: no weights read)
 
     def linear_widths(self) -> dict[str, int]:
         """Input width of each kind of Linear (what a weight group spans)."""
@@ -36,6 +42,9 @@ class ModelInfo:
                 "MLP down_proj input (intermediate_size)": self.intermediate_size}
 
     def linear_modules(self) -> list[str] | None:
+        """Names of the Linear modules (what llm-compressor's targets and ignore patterns match)."""
+        if self.modules is not None:
+            return list(self.modules)
         if self.architecture not in LLAMA_LIKE:
             return None
         names = ["lm_head"]
@@ -53,6 +62,34 @@ def pattern_matches(pattern: str, modules: list[str]) -> bool:
     return pattern in modules or pattern == "Linear" or any(name.endswith("." + pattern) for name in modules)
 
 
+def tensor_shapes(folder: Path) -> dict[str, list[int]]:
+    """Every tensor's shape in a checkpoint's safetensors files, from their headers (nothing loaded)."""
+    shapes: dict[str, list[int]] = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        shapes.update({name: t["shape"] for name, t in header.items() if name != "__metadata__"})
+    return shapes
+
+
+def linear_names(shapes: dict[str, list[int]], tied_head: bool) -> tuple[str, ...] | None:
+    """Modules holding a 2-D `weight` that is not an embedding; `lm_head` too when it shares the
+    embedding's weight (tied: a module without a tensor of its own). None without tensors."""
+    if not shapes:
+        return None
+    names = [name.removesuffix(".weight") for name, shape in shapes.items()
+             if name.endswith(".weight") and len(shape) == 2 and not name.removesuffix(".weight").endswith(EMBEDDINGS)]
+    if tied_head and "lm_head" not in names:
+        names.append("lm_head")
+    return tuple(sorted(names, key=_natural))
+
+
+def _natural(name: str) -> list[Any]:
+    """layers.2 before layers.10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def from_config(path: Path) -> ModelInfo:
     config = json.loads((path / "config.json").read_text())
     hidden = int(config["hidden_size"])
@@ -62,7 +99,8 @@ def from_config(path: Path) -> ModelInfo:
         tokenizer_config.is_file() and bool(json.loads(tokenizer_config.read_text()).get("chat_template")))
     return ModelInfo(config.get("architectures", ["?"])[0], hidden, int(config.get("intermediate_size", hidden * 4)),
                      int(config["num_hidden_layers"]), int(config.get("head_dim") or hidden // heads), template,
-                     int(config.get("num_key_value_heads") or heads))
+                     int(config.get("num_key_value_heads") or heads),
+                     linear_names(tensor_shapes(path), bool(config.get("tie_word_embeddings", False))))
 
 
 _GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}

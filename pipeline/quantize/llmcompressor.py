@@ -7,6 +7,7 @@ Calibration data is part of the key: the same recipe with other calibration text
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -56,9 +57,17 @@ class LLMCompressorVariant(VariantConfig):
         for j, pattern in enumerate(self.ignore):
             if modules is not None and not pattern_matches(pattern, modules):
                 errors.append(f"variants[{index}].ignore[{j}]: {pattern!r} matches no module of this"
-                              f" {info.architecture} (names look like lm_head, model.layers.0.self_attn.q_proj,"
-                              " model.layers.0.mlp.down_proj; 're:<regex>' for patterns)")
+                              f" {info.architecture} (its names look like {', '.join(_examples(modules))};"
+                              " 're:<regex>' for patterns)")
         return errors
+
+
+def _examples(modules: list[str]) -> list[str]:
+    """A few of a model's module names: those outside the layers (the head) and the first layer's."""
+    first_layer = next((m for m in modules if re.search(r"\.0\.", m)), None)
+    layer = first_layer[:re.search(r"\.0\.", first_layer).end()] if first_layer else None  # type: ignore[union-attr]
+    outside = [m for m in modules if not re.search(r"\.\d+\.", m)]
+    return (outside[:2] + [m for m in modules if layer and m.startswith(layer)][:4]) or modules[:4]
 
 
 def _int4_groups(group_size: int | None, symmetric: bool) -> dict[str, Any]:

@@ -5,17 +5,16 @@ serve Hugging Face checkpoints. Nothing is computed; the weights are hard-linked
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import shutil
-import struct
 import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pipeline import specs
 from pipeline.artifacts import Store, content_key, sha256_file
+from pipeline.model_info import tensor_shapes
 from pipeline.quantize import (STAGE, Artifact, built_artifact, cached_artifact, manifest_identity,
                                write_manifest)
 from pipeline.recipe.schema import VariantConfig
@@ -49,13 +48,7 @@ def safetensors_summary(folder: Path) -> dict[str, Any]:
 
 def safetensors_params(folder: Path) -> int:
     """Number of stored values in a checkpoint, read from the safetensors headers (no tensor loaded)."""
-    total = 0
-    for path in sorted(folder.glob("*.safetensors")):
-        with open(path, "rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(length))
-        total += sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
-    return total
+    return sum(math.prod(shape) for shape in tensor_shapes(folder).values())
 
 
 def _link_tree(src: Path, dst: Path) -> None:

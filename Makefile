@@ -63,7 +63,7 @@ demo: setup
 	$(QG) run recipes/demo.yaml
 
 test: setup test-browser
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --durations=15
 
 # the MLflow UI test's browser: Debian's chromium (installed here if missing; needs root and apt)
 test-browser:

@@ -14,7 +14,7 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pipeline.recipe.schema import GGUFSource, LocalSource, PackageFileSource
 from pipeline.source import package_file
@@ -106,13 +106,17 @@ def from_config(path: Path) -> ModelInfo:
 _GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 
 
-def from_gguf(path: Path) -> ModelInfo:
-    """Read the metadata of a GGUF file (v2/v3 header), skipping everything but the few keys needed."""
-    wanted: dict[str, object] = {}
+def gguf_metadata(path: Path, wanted: Callable[[str], bool]) -> dict[str, object]:
+    """The metadata values of a GGUF file (v2/v3 header) whose keys `wanted` accepts; arrays are
+    skipped (their values read as None, or True for a string array such as a chat template's)."""
+    found: dict[str, object] = {}
     with open(path, "rb") as f:
         if f.read(4) != b"GGUF":
             raise ValueError(f"{path} is not a GGUF file")
-        _version, _n_tensors, n_kv = struct.unpack("<IQQ", f.read(20))
+        header = f.read(20)
+        if len(header) < 20:
+            raise ValueError(f"{path} is a truncated GGUF file (its header is cut short)")
+        _version, _n_tensors, n_kv = struct.unpack("<IQQ", header)
 
         def read_str() -> str:
             (length,) = struct.unpack("<Q", f.read(8))
@@ -132,16 +136,37 @@ def from_gguf(path: Path) -> ModelInfo:
             fmt = "<" + _GGUF_SCALARS[kind]
             return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
 
-        for _ in range(n_kv):
-            key = read_str()
-            (kind,) = struct.unpack("<I", f.read(4))
-            value = read_value(kind)
-            if key == "general.architecture" or key.endswith((".embedding_length", ".feed_forward_length",
-                                                              ".block_count", ".attention.head_count",
-                                                              ".attention.head_count_kv")):
-                wanted[key] = value
-            elif key == "tokenizer.chat_template":
-                wanted[key] = bool(value)
+        try:
+            for _ in range(n_kv):
+                key = read_str()
+                (kind,) = struct.unpack("<I", f.read(4))
+                value = read_value(kind)
+                if wanted(key):
+                    found[key] = value
+        except (struct.error, KeyError) as exc:  # cut short, or a value type GGUF does not have
+            raise ValueError(f"{path} is a truncated or damaged GGUF file ({type(exc).__name__}: {exc})") from None
+    return found
+
+
+# llama.cpp's llama_ftype (include/llama.h): what `general.file_type` says a GGUF file mostly holds
+GGUF_FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
+                   11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M",
+                   18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S",
+                   25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M",
+                   32: "BF16", 36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4_MOE", 39: "NVFP4", 40: "Q1_0", 41: "Q2_0"}
+
+
+def gguf_file_type(path: Path) -> str:
+    """The type a GGUF file's metadata names (Q4_K_M, …), or "unknown" when it names none."""
+    value = gguf_metadata(path, lambda key: key == "general.file_type").get("general.file_type")
+    return GGUF_FILE_TYPES.get(int(value), f"file_type {value}") if isinstance(value, int) else "unknown"
+
+
+def from_gguf(path: Path) -> ModelInfo:
+    """The few metadata keys the plan needs, from a GGUF file's header."""
+    wanted = gguf_metadata(path, lambda key: key in ("general.architecture", "tokenizer.chat_template") or key.endswith(
+        (".embedding_length", ".feed_forward_length", ".block_count", ".attention.head_count",
+         ".attention.head_count_kv")))
     arch = str(wanted["general.architecture"])
     hidden = int(wanted[f"{arch}.embedding_length"])  # type: ignore[arg-type]
     heads = int(wanted.get(f"{arch}.attention.head_count", 1))  # type: ignore[arg-type]

@@ -93,32 +93,43 @@ class GGUFQuantizer:
             out = scratch / MODEL_FILE
             details: GGUFFile
             if variant.type in GGUF_UNQUANTIZED:
-                try:
-                    os.link(base, out)  # the conversion itself is the artifact; a hard link costs no space
-                except OSError:
-                    shutil.copy2(base, out)
+                link_or_copy(base, out)  # the conversion itself is the artifact
                 details = self.env.run_worker("pipeline.workers.gguf", GGUFInspectRequest(path=str(out)),
                                               scratch, "inspect.log", timeout_s=self.timeout_s)
             else:
                 details = self.env.run_worker("pipeline.workers.gguf", GGUFQuantizeRequest(
                     llama_quantize=str(llamacpp_binary(self.env, "llama-quantize")), base=str(base), out=str(out),
                     type=variant.type, threads=self.threads), scratch, "quantize.log", timeout_s=self.timeout_s)
-            manifest: dict[str, Any] = {
-                **manifest_identity(variant, key, recipe_hash, source),
-                "tool_versions": tool_versions(self.env),
-                "file": MODEL_FILE,
-                "file_bytes": out.stat().st_size,
-                "sha256": sha256_file(out),
-                "bits_per_weight": details.bits_per_weight,
-                "n_params": details.n_params,
-                "tensor_type_counts": details.tensor_type_counts,
-                "tensor_types_by_role": details.tensor_types_by_role,
-                "tensors": [asdict(t) for t in details.tensors],
-                "quantize_seconds": round(time.monotonic() - started, 2),
-                "peak_rss_mb": details.peak_rss_mb,
-            }
+            manifest = gguf_manifest(variant, key, recipe_hash, source, self.env, out, details, started)
             write_manifest(scratch, manifest)
         return built_artifact(store, variant, key, MODEL_FILE, manifest)
+
+
+def gguf_manifest(variant: Any, key: str, recipe_hash: str, source: SourceResult, env: ToolEnv, out: Path,
+                  details: GGUFFile, started: float) -> dict[str, Any]:
+    """A GGUF artifact's manifest: what it is, and what its tensors hold as read back from the file."""
+    return {
+        **manifest_identity(variant, key, recipe_hash, source),
+        "tool_versions": tool_versions(env),
+        "file": MODEL_FILE,
+        "file_bytes": out.stat().st_size,
+        "sha256": sha256_file(out),
+        "bits_per_weight": details.bits_per_weight,
+        "n_params": details.n_params,
+        "tensor_type_counts": details.tensor_type_counts,
+        "tensor_types_by_role": details.tensor_types_by_role,
+        "tensors": [asdict(t) for t in details.tensors],
+        "quantize_seconds": round(time.monotonic() - started, 2),
+        "peak_rss_mb": details.peak_rss_mb,
+    }
+
+
+def link_or_copy(source: Path, out: Path) -> None:
+    """A hard link where the filesystem allows one (no space used), else a copy."""
+    try:
+        os.link(source, out)
+    except OSError:
+        shutil.copy2(source, out)
 
 
 SPEC = specs.register_quantizer(specs.QuantizerSpec(

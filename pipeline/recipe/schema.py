@@ -71,6 +71,7 @@ class VariantConfig(Strict):
     format: ClassVar[str]  # the artifact format this kind makes (what an engine must serve)
     needs_calibration: ClassVar[bool] = False
     method: ClassVar[str]  # how the weights are made (what reviewers filter runs by)
+    path_fields: ClassVar[tuple[str, ...]] = ()  # fields holding a path, resolved against the recipe's folder
 
     kind: str
     name: str = Field(pattern=NAME_PATTERN)
@@ -104,6 +105,10 @@ class VariantConfig(Strict):
     def quantize_params(self) -> dict[str, Any]:
         """What decides the artifact (its content key and manifest): everything but name, engine, role."""
         return self.model_dump(exclude={"name", "engine", "reference"})
+
+    def check_files(self) -> str | None:
+        """What is wrong with the files its `path_fields` name (they exist by then), or None."""
+        return None
 
     def model_errors(self, index: int, info: Any) -> list[str]:
         """Errors against the source model's shapes and module names (`ModelInfo`); none by default."""

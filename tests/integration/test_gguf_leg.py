@@ -488,3 +488,41 @@ def test_mlflow_ui_lines_the_variants_up_with_no_setup(artifacts, report, tmp_pa
         assert len(set(score.values())) > 1  # the variants answer differently: a column of one value proves less
     assert {p.name for p in out.iterdir()} >= {"compare-page.png", "compare-page-metrics.png", "compare-page-tags.png",
                                                "metric-cost.png", "metric-agreement-score.png"}
+
+
+def test_an_imported_gguf_is_gated_like_a_variant_made_here(first_run, recipe, artifacts, report, tmp_path):
+    """A GGUF file made elsewhere (here the leg's own Q8_0 file, copied and renamed, so the answer is
+    known) imported by a path relative to the recipe: its type and bits are read from the file, the
+    other variants are reused, and it measures as the file it copies."""
+    import shutil
+
+    q8_0 = _manifest(artifacts, report, "q8_0")
+    shutil.copy(artifacts / "variants" / q8_0["key"] / "model.gguf", tmp_path / "community-model.gguf")
+    data = yaml.safe_load(recipe.read_text())
+    data["variants"].append({"name": "imported", "kind": "gguf_file", "path": "community-model.gguf"})
+    with_import = tmp_path / "with-import.yaml"
+    with_import.write_text(yaml.safe_dump(data))
+    run = quantgate("run", str(with_import), artifacts=artifacts)
+    assert all(f"[{name}] quantize cached" in run.stdout for name, _ in VARIANTS)
+    assert "variants added: imported" in run.stdout  # what changed since the last run of this recipe
+    newest = max((artifacts / "reports").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    rows = {row["variant"]: row for row in json.loads(newest.read_text())["rows"]}
+    imported, copied = rows["imported"], rows["q8_0"]
+    manifest = _manifest(artifacts, {"rows": list(rows.values())}, "imported")
+    assert (manifest["file_type"], manifest["sha256"], manifest["bits_per_weight"]) == ("Q8_0", q8_0["sha256"],
+                                                                                         q8_0["bits_per_weight"])
+    assert manifest["imported_from"] == str(tmp_path / "community-model.gguf") and manifest["key"] != q8_0["key"]
+    assert imported["score"]["agreement"] == copied["score"]["agreement"]  # loglikelihood-scored: exact
+    assert imported["divergence"]["kld_mean"] == copied["divergence"]["kld_mean"]
+    assert imported["load"] and imported["passed"] == copied["passed"]
+
+
+def test_an_import_that_is_not_a_gguf_is_refused(recipe, artifacts, tmp_path):
+    (tmp_path / "weights.gguf").write_bytes(b"PK\x03\x04 not a gguf")
+    data = yaml.safe_load(recipe.read_text())
+    data["variants"].append({"name": "imported", "kind": "gguf_file", "path": "weights.gguf"})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    proc = quantgate("validate", str(bad), artifacts=artifacts, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "variants[3].path:" in proc.stderr and "is not a GGUF file" in proc.stderr

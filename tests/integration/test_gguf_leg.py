@@ -381,8 +381,14 @@ def _serve(artifacts: Path, *args: str) -> tuple[subprocess.Popen, dict[str, str
 
 
 def _stopped(proc: subprocess.Popen) -> str:
+    """Ctrl-C stops `serve` (exit 0); if it does not, SIGTERM does (its server too), and the test fails."""
     proc.send_signal(signal.SIGINT)
-    rest = proc.communicate(timeout=60)[0]
+    try:
+        rest = proc.communicate(timeout=60)[0]
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        proc.communicate(timeout=60)
+        raise AssertionError("quantgate serve did not stop on SIGINT within 60 s") from None
     assert proc.returncode == 0, rest
     return rest
 

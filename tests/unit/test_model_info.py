@@ -93,3 +93,14 @@ def test_a_llama_name_on_another_family_is_refused_with_its_own_names(tmp_path):
     assert "variants[1].ignore[1]: 're:.*q_proj' matches no module of this Phi3ForCausalLM" in message
     assert "lm_head, model.layers.0.mlp.down_proj, model.layers.0.mlp.gate_up_proj" in message
     assert "self_attn.qkv_proj" in message
+
+
+def test_weights_that_are_not_safetensors_leave_the_names_to_the_config(tmp_path):
+    """Garbage whose first bytes read as a huge header length is refused before anything is read
+    (it once asked for terabytes); the names then fall back to Llama's for a Llama config."""
+    model = checkpoint(tmp_path / "m", "LlamaForCausalLM", {}, tied=True, shards=0)
+    (model / "model.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(ValueError, match="is not a safetensors file"):
+        model_info.tensor_shapes(model)
+    info = model_info.from_config(model)
+    assert info.modules is None and "model.layers.1.mlp.down_proj" in info.linear_modules()

@@ -164,7 +164,7 @@ def test_each_measurement_chooses_its_method_from_the_capabilities():
 def test_the_built_in_specs_declare_what_the_demo_relies_on():
     assert {s.name: s.kinds() for s in specs.quantizers()} == {
         "gguf": ["gguf"], "llmcompressor": ["fp8_dynamic", "w8a8_int8", "w4a16_gptq", "w4a16_awq"],
-        "passthrough": ["hf"]}
+        "passthrough": ["hf"], "import-gguf": ["gguf_file"]}
     llamacpp, vllm = specs.engine("llamacpp"), specs.engine("vllm")
     assert llamacpp.formats == {"gguf"} and vllm.formats == {"hf", "compressed-tensors"}
     llamacpp_caps = llamacpp.capabilities(llamacpp.config_model(scorer_threads=3, ctx_per_slot=512))

@@ -37,8 +37,8 @@ def card(report: Report, row: ReportRow) -> str:
     for task in report.tasks:
         score, delta, bound, flips = row.score.get(task), row.delta.get(task), row.delta_upper.get(task), \
             row.flips.get(task)
-        lines.append(f"| {task} | {report.metrics.get(task, 'score')} | {_num(score, 3)} | {_num(delta, 3, True)} |"
-                     f" {_num(bound, 3, True)} | {f'{flips.right_to_wrong} / {flips.wrong_to_right}' if flips else '–'} |")
+        lines.append(f"| {task} | {report.metrics.get(task, 'score')} | {number(score, 3)} | {number(delta, 3, True)} |"
+                     f" {number(bound, 3, True)} | {f'{flips.right_to_wrong} / {flips.wrong_to_right}' if flips else '–'} |")
     lines.append("")
     div = row.divergence
     lines += ["## Fidelity",
@@ -75,7 +75,7 @@ def key_figures(report: Report, row: ReportRow) -> dict[str, str]:
     return figures
 
 
-def _num(value: float | None, digits: int, signed: bool = False) -> str:
+def number(value: float | None, digits: int, signed: bool = False) -> str:
     if value is None:
         return "–"
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"

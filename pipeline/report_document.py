@@ -33,12 +33,6 @@ class ReportFiles:
     cards: list[Path]  # one model card per variant
 
 
-def _cell(value: float | None, digits: int, signed: bool = False) -> str:
-    if value is None:
-        return "–"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
 def _cost(row: ReportRow) -> str:
     cost = row.capacity.usd_per_1m_tokens if row.capacity else None
     if cost is None:
@@ -67,9 +61,9 @@ def markdown(report: Report, run_name: str, images: dict[str, str]) -> str:
     for row in report.rows:
         scheme = " ".join(f"{v}" for k, v in (row.quantization or {}).items() if k != "kind") or "–"
         slo = row.capacity.slo_level.label if row.capacity and row.capacity.slo_level else "–"
-        lines.append(f"| {row.variant} | {row.engine} | {scheme} | {_verdict(row)} | {_cell(row.worst_drop_bound(), 3, True)}"
-                     f" | {_cell(row.divergence.kld_mean if row.divergence else None, 4)} | {slo} | {_cost(row)}"
-                     f" | {_cell(row.file_mb, 1)} | {'yes' if row.variant in frontier else ''} |")
+        lines.append(f"| {row.variant} | {row.engine} | {scheme} | {_verdict(row)} | {model_card.number(row.worst_drop_bound(), 3, True)}"
+                     f" | {model_card.number(row.divergence.kld_mean if row.divergence else None, 4)} | {slo} | {_cost(row)}"
+                     f" | {model_card.number(row.file_mb, 1)} | {'yes' if row.variant in frontier else ''} |")
     if report.tied:
         lines += ["", f"Tied with the winner on cost (within the intervals): {', '.join(report.tied)}."]
     if report.changes is not None:

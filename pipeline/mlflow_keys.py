@@ -29,6 +29,7 @@ def metrics(row: ReportRow) -> dict[str, float]:
         _put(out, f"{prefix}/score", score)
         _put(out, f"{prefix}/delta", row.delta[task])
         _put(out, f"{prefix}/drop_bound", row.delta_upper.get(task))
+        _put(out, f"{prefix}/items", row.items.get(task))  # fewer than the reference's: stopped early
         if flips := row.flips.get(task):
             out[f"{prefix}/right_to_wrong"] = flips.right_to_wrong
             out[f"{prefix}/wrong_to_right"] = flips.wrong_to_right

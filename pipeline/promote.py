@@ -6,7 +6,8 @@ tolerance whose bound is not is "not enough evidence" and fails), and the next-t
 (KL, top-1 flips) is within its limits. A task on which the reference is not clearly above what
 blind answers score (plus the tolerance) cannot tell variants apart: it is reported as
 uninformative and never gated on, and with no informative task nothing passes on task evidence.
-Every check is computed and reported before the decision; a missing, partial or non-finite
+Evaluated sequentially (`evals.sequential`), a task is judged at the first look that settled it, with
+the look's own level (`measure/sequential.py`). Every check is computed and reported before the decision; a missing, partial or non-finite
 measurement fails its check (fail closed).
 
 Cost is $ per 1M output tokens at the highest load that meets the SLO (`capacity.py`), with its
@@ -22,8 +23,10 @@ from typing import Any
 
 from pipeline.capacity import Capacity
 from pipeline.measure.latency import Interval
-from pipeline.measure.stats import Informative, PairedComparison, informative, paired_drop
-from pipeline.recipe.schema import Gates
+from pipeline.measure.sequential import CONTINUE, PASS, item_order, look_plan, settle
+from pipeline.measure.sequential import binary as sequential_binary
+from pipeline.measure.stats import Informative, PairedComparison, flips, informative, mcnemar_exact, paired_drop
+from pipeline.recipe.schema import Gates, SequentialConfig
 from pipeline.recipe.traffic import Promotion
 
 # Serving the reference against itself must show no divergence: anything above this is noise the
@@ -49,6 +52,7 @@ class TaskItems:
     gold: list[int] | None = None
     choice: list[int] | None = None
     n_choices: list[int] | None = None
+    doc_ids: list[int] | None = None  # lm-eval's doc ids (unique within one lm-eval task)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,9 +129,48 @@ def _usable(evidence: VariantEvidence) -> str | None:
     return None
 
 
+def _in_look_order(ours: TaskItems, theirs: TaskItems, task: str) -> tuple[list[float], list[float]] | None:
+    """Both models' values in sequential evaluation's item order, the variant's as far as it was scored;
+    None when the items are not one lm-eval task's (no unique doc ids) or the variant's are not a prefix
+    of that order (then they are partial)."""
+    if ours.doc_ids is None or theirs.doc_ids is None or len(set(theirs.doc_ids)) != len(theirs.doc_ids):
+        return None
+    order = item_order(theirs.doc_ids, task)
+    if set(ours.doc_ids) != set(order[:len(ours.doc_ids)]):
+        return None
+    reference = dict(zip(theirs.doc_ids, theirs.values))
+    variant = dict(zip(ours.doc_ids, ours.values))
+    return [reference[doc] for doc in order], [variant[doc] for doc in order[:len(variant)]]
+
+
+def _sequential_check(task: str, metric: str, reference: list[float], variant: list[float], tolerance: float,
+                      gates: Gates, sequential: SequentialConfig) -> tuple[Check, PairedComparison] | None:
+    """The gate at the first look its items settle, as the eval worker judged it when it stopped."""
+    plan = look_plan(len(reference), sequential.looks, gates.confidence, sequential.interim_share,
+                     sequential.min_items_per_look, gates.bootstrap_iters)
+    if len(plan.sizes) < 2 or len(variant) < plan.sizes[0]:
+        return None
+    settled = settle(reference, variant, tolerance, plan)
+    if settled.outcome == CONTINUE:  # stopped before its gate was settled: partial
+        return None
+    used_reference, used_variant = reference[:settled.n], variant[:settled.n]
+    r2w, w2r = flips(used_reference, used_variant)
+    binary = sequential_binary(used_reference) and sequential_binary(used_variant)
+    c = PairedComparison(n=settled.n, reference_score=sum(used_reference) / settled.n,
+                         variant_score=sum(used_variant) / settled.n, drop=settled.drop, drop_upper=settled.upper,
+                         confidence=1 - settled.alpha, right_to_wrong=r2w if binary else None,
+                         wrong_to_right=w2r if binary else None, mcnemar_p=mcnemar_exact(r2w, w2r) if binary else None)
+    flipped = f"; {r2w} right→wrong, {w2r} wrong→right" if binary else ""
+    passed = settled.outcome == PASS
+    return Check(f"{task}.drop_upper", passed, round(settled.upper, 4), tolerance,
+                 f"{task}: {metric} {settled.reason}{flipped}"), c
+
+
 def task_checks(variant: VariantEvidence, reference: VariantEvidence, tasks: list[str], gates: Gates,
-                tolerances: dict[str, float]) -> tuple[list[Check], dict[str, PairedComparison], dict[str, Informative]]:
-    """Per task, the drop's bound against its tolerance, on the tasks that can tell variants apart."""
+                tolerances: dict[str, float], sequential: SequentialConfig | None = None
+                ) -> tuple[list[Check], dict[str, PairedComparison], dict[str, Informative]]:
+    """Per task, the drop's bound against its tolerance, on the tasks that can tell variants apart
+    (evaluated sequentially: at the first look that settled it)."""
     if why := _usable(variant):
         return [Check("eval", False, None, None, f"eval failed: {why}")], {}, {}
     if why := _usable(reference):
@@ -137,6 +180,17 @@ def task_checks(variant: VariantEvidence, reference: VariantEvidence, tasks: lis
     for task in tasks:
         tolerance = tolerances.get(task, gates.tolerance(task))
         ours, theirs = variant.tasks.get(task), reference.tasks.get(task)
+        paired = _in_look_order(ours, theirs, task) if sequential and ours and theirs else None
+        judged = None
+        if paired is not None and all(_finite(x) for x in (*paired[0], *paired[1])):
+            judged = _sequential_check(task, theirs.metric, paired[0], paired[1], tolerance, gates, sequential)
+        if judged is not None and theirs is not None:
+            informed[task] = info = informative(theirs.values, tolerance, gates.confidence, theirs.gold,
+                                                theirs.choice, theirs.n_choices)
+            if info.informative:
+                checks.append(judged[0])
+                comparisons[task] = judged[1]
+            continue
         if not ours or not theirs or len(ours.values) != len(theirs.values):
             checks.append(Check(f"{task}.drop", False, None, tolerance,
                                 f"{task}: per-item results missing or partial ({len(ours.values) if ours else 0} vs"
@@ -223,7 +277,7 @@ def slo_check(variant: VariantEvidence) -> Check:
 
 
 def decide(evidence: list[VariantEvidence], tasks: list[str], gates: Gates, promotion: Promotion = Promotion(),
-           tolerances: dict[str, float] | None = None) -> Decision:
+           tolerances: dict[str, float] | None = None, sequential: SequentialConfig | None = None) -> Decision:
     """Verdict for every variant, then the cheapest passing one by $ per 1M output tokens at the SLO.
 
     `tasks` are the gated task labels; `tolerances` overrides the gates' tolerance per task."""
@@ -239,7 +293,8 @@ def decide(evidence: list[VariantEvidence], tasks: list[str], gates: Gates, prom
         if reference is None:
             checks = [Check("reference", False, None, None, f"no reference measured on engine {variant.engine}")]
         else:
-            checks, comparisons, informed = task_checks(variant, reference, tasks, gates, tolerances or {})
+            checks, comparisons, informed = task_checks(variant, reference, tasks, gates, tolerances or {},
+                                                        sequential if not variant.is_reference else None)
             checks.append(parity_check(reference))
             checks += divergence_checks(variant, reference, gates)
         checks.append(slo_check(variant))

@@ -62,6 +62,8 @@ class ReportRow:
     passed: bool
     promoted: bool
     reasons: list[str]
+    items: dict[str, int] = field(default_factory=dict)  # per task, the items scored
+    stopped: dict[str, str] = field(default_factory=dict)  # sequential evaluation: per task, where and why it stopped
 
     def worst_drop_bound(self) -> float | None:
         """The largest upper bound on a task's drop vs the reference (0 for the reference itself)."""
@@ -141,6 +143,8 @@ def build(recipe_name: str, recipe_hash: str, tasks: list[str], results: list[Va
                 metrics[task] = result.evals.tasks[task].metric
             if c := verdict.comparisons.get(task):
                 delta_upper[task] = round(c.drop_upper, 4)
+                if c.n != _items(reference, task):  # stopped early: the delta on the items both scored
+                    delta[task] = round(-c.drop, 4)
                 if c.right_to_wrong is not None and c.wrong_to_right is not None and c.mcnemar_p is not None:
                     flips[task] = TaskFlips(right_to_wrong=c.right_to_wrong, wrong_to_right=c.wrong_to_right,
                                             mcnemar_p=round(c.mcnemar_p, 5))
@@ -159,10 +163,17 @@ def build(recipe_name: str, recipe_hash: str, tasks: list[str], results: list[Va
             capacity=capacities.get(result.name),
             usd_per_1m_tokens=verdict.usd_per_1m_tokens, passed=verdict.passed, promoted=verdict.promoted,
             reasons=verdict.reasons,
+            items={task: score.n for task, score in result.evals.tasks.items()} if result.evals else {},
+            stopped={task: score.stopped for task, score in result.evals.tasks.items() if score.stopped}
+            if result.evals else {},
         ))
     return Report(recipe=recipe_name, recipe_hash=recipe_hash, tasks=list(tasks), metrics=metrics,
                   winner=decision.winner, decision=decision.reason, rows=rows, tied=decision.tied,
                   thresholds=thresholds or {})
+
+
+def _items(result: VariantResult | None, task: str) -> int | None:
+    return result.evals.tasks[task].n if result and result.evals and task in result.evals.tasks else None
 
 
 def _score(result: VariantResult, task: str) -> float | None:

@@ -75,6 +75,9 @@ def markdown(report: Report, run_name: str, images: dict[str, str]) -> str:
             lines += [f"- {change}" for change in report.changes or ["nothing changed"]]
     for title, file_name in images.items():
         lines += ["", f"## {title}", "", f"![{title}]({file_name})"]
+    if stopped := [(row.variant, task, why) for row in report.rows for task, why in row.stopped.items()]:
+        lines += ["", "## Sequential evaluation", "", "Where each variant's task stopped, and why:", ""]
+        lines += [f"- **{variant}** {task}: {why}" for variant, task, why in stopped]
     lines += ["", "## Every verdict's reasons", ""]
     for row in report.rows:
         lines.append(f"- **{row.variant}** ({_verdict(row)})")

@@ -17,7 +17,7 @@ from typing import Callable
 from pipeline import (capacity, changes, model_info, plots, promote, report, report_document, secrecy, source,
                       track)
 from pipeline.measure import tasks
-from pipeline.measure.evals import EvalResult
+from pipeline.measure.evals import EvalResult, tolerance as task_tolerance
 from pipeline.artifacts import Store
 from pipeline.plan import Plan, make_plan, required_envs
 from pipeline.quantize import Artifact
@@ -209,12 +209,11 @@ def _measure_and_decide(recipe: Recipe, settings: Settings, say: Callable[[str],
 
     resolved = tasks.resolve(recipe.evals, recipe.engines_used(), settings.envs)
     gated = [label for task in resolved for label in task.gated_labels()]
-    tolerances = {label: task.ref.tolerance if task.ref.tolerance is not None else recipe.gates.tolerance(task.label)
-                  for task in resolved for label in task.gated_labels()}
+    tolerances = {label: task_tolerance(task, recipe.gates) for task in resolved for label in task.gated_labels()}
     info = model_info.from_config(model.model_dir)
     capacities = {r.name: capacity_of(r, recipe, info) for r in results}
     decision = promote.decide([evidence(r, capacities[r.name]) for r in results], gated, recipe.gates,
-                              recipe.promotion, tolerances)
+                              recipe.promotion, tolerances, recipe.evals.sequential)
     say(f"decision: {decision.reason}")
     return Decided(results, decision, gated, capacities, tolerances)
 
@@ -228,6 +227,8 @@ def thresholds(recipe: Recipe, tolerances: dict[str, float]) -> dict[str, float]
     out.update({f"gate.{name}": value for name, value in (("max_kld", gates.max_kld),
                                                           ("max_flip_rate", gates.max_flip_rate)) if value is not None})
     out.update({f"slo.{name}": limit for name, limit in recipe.slo.limits().items()})
+    if sequential := recipe.evals.sequential:
+        out.update({"gate.sequential_looks": sequential.looks, "gate.sequential_interim_share": sequential.interim_share})
     return out
 
 
@@ -274,6 +275,7 @@ def task_items(evals: EvalResult, label: str) -> promote.TaskItems:
     items = evals.items(label)
     choices = all("choice" in item and "gold" in item for item in items)
     return promote.TaskItems(metric=evals.tasks[label].metric, values=[float(item["value"]) for item in items],
+                             doc_ids=[int(item["doc_id"]) for item in items] if all("doc_id" in i for i in items) else None,
                              gold=[int(item["gold"]) for item in items] if choices else None,
                              choice=[int(item["choice"]) for item in items] if choices else None,
                              n_choices=[int(item["n_choices"]) for item in items] if choices else None)

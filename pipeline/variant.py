@@ -29,7 +29,7 @@ from pipeline.quantize import Artifact, quantizer_for
 from pipeline.recipe.schema import Recipe, VariantConfig
 from pipeline.source import SourceResult
 from pipeline.toolenv import TRANSFORMERS, ToolFailed, tool_env
-from pipeline.workers.messages import DivergenceMetrics, LoadOutput
+from pipeline.workers.messages import DivergenceMetrics, LoadOutput, StoppingRule
 
 SERVER_LOG = "server.log"
 
@@ -198,7 +198,7 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
                 try:
                     resolved = tasks.resolve(recipe.evals, recipe.engines_used(), job.envs_root)
                     result.evals = evals.run(engine, artifact, store, resolved, recipe.evals, keys.evals,
-                                             recipe.timeouts.evals)
+                                             recipe.timeouts.evals, _stopping(recipe, store, resolved, keys, say))
                     built.append(result.evals.folder)
                 except (ToolFailed, evals.EvalFailed, NotMeasurable) as exc:
                     result.eval_error = str(exc)
@@ -264,6 +264,21 @@ def _discard(store: Store, result: VariantResult, keys: MeasurementKeys, during:
     if (key := getattr(keys, key_field)) is not None:
         store.discard(stage, key)
         built[:] = [folder for folder in built if folder != store.entry(stage, key)]
+
+
+def _stopping(recipe: Recipe, store: Store, resolved: list[tasks.ResolvedTask], keys: MeasurementKeys,
+              say: Callable[[str], None]) -> dict[str, StoppingRule]:
+    """Sequential evaluation's stopping rules, from the reference's evals (none measured: every item)."""
+    if recipe.evals.sequential is None or keys.reference_evals is None:
+        return {}
+    reference = evals.cached(store, keys.reference_evals)
+    if reference is None:
+        say("sequential evaluation: the reference has no evals to stop on; scoring every item")
+        return {}
+    rules = evals.stopping_rules(resolved, reference, recipe.evals.sequential, recipe.gates)
+    if rules:
+        say(f"sequential evaluation: {', '.join(f'{label} looks at {rule.sizes}' for label, rule in rules.items())}")
+    return rules
 
 
 def _say_divergence(say: Callable[[str], None], reference: Artifact, metrics: DivergenceMetrics) -> None:

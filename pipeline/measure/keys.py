@@ -3,7 +3,8 @@ function both read it). Each key holds everything that decides its numbers, so a
 build, engine setting, tool version or task file redoes the measurement instead of reusing one:
 
 - evals: artifact, engine identity, each task as it runs (options, metric, filter) and the hash of
-  its config and data files, lm-eval version, scorer version;
+  its config and data files, lm-eval version, scorer version; evaluated sequentially, also what it
+  stops on (the reference's eval key, the looks, the gate's confidence and tolerances);
 - divergence: variant and reference artifacts, engine identity, text bytes, windowing, method;
 - parity: artifact, engine identity, parity config, the transformers reference's versions;
 - load: artifact, engine build, every serving setting, the workload and sweep, GuideLLM's version.
@@ -48,6 +49,7 @@ class MeasurementKeys:
     parity: str  # used for references only
     divergence: str | None  # None: no reference to compare with, or the engine cannot measure it
     divergence_method: str | None
+    reference_evals: str | None = None  # sequential evaluation: the reference evals the variant's stop on
 
 
 def keys_for(recipe: Recipe, variant: VariantConfig, artifact_key: str, reference_key: str | None,
@@ -61,8 +63,16 @@ def keys_for(recipe: Recipe, variant: VariantConfig, artifact_key: str, referenc
     except NotMeasurable:
         method = None
     resolved = tasks.resolve(recipe.evals, recipe.engines_used(), envs_root)
+    lm_eval_version = engine_env.version("lm_eval")
+    reference_evals = stopping = None
+    if recipe.evals.sequential is not None and reference_key is not None and not variant.reference:
+        reference_evals = evals.key(resolved, recipe.evals, reference_key, identity.key_part(), lm_eval_version)
+        stopping = {"reference_evals": reference_evals, "sequential": recipe.evals.sequential.model_dump(),
+                    "confidence": recipe.gates.confidence, "iters": recipe.gates.bootstrap_iters,
+                    "tolerances": {t.label: evals.tolerance(t, recipe.gates) for t in resolved}}
     return MeasurementKeys(
-        evals=evals.key(resolved, recipe.evals, artifact_key, identity.key_part(), engine_env.version("lm_eval")),
+        evals=evals.key(resolved, recipe.evals, artifact_key, identity.key_part(), lm_eval_version, stopping),
+        reference_evals=reference_evals,
         load=load.key(recipe.load, recipe.engine_config(variant.engine), artifact_key, identity.build,
                       tool_env(load.ENV, envs_root).version("guidellm")),
         parity=parity.key(recipe.parity, artifact_key, identity.key_part(),

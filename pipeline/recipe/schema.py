@@ -198,9 +198,21 @@ def first_repeat(names: list[str]) -> tuple[int, str] | None:
     return None
 
 
+class SequentialConfig(Strict):
+    """Score a variant's items in looks and stop a task once its gate is settled (a clear pass or a
+    clear fail), keeping the gate's false-promotion rate at 1 − confidence (`measure/sequential.py`)."""
+
+    looks: int = Field(4, ge=2, le=20, description="equally spaced looks at a task's items, the last at all")
+    interim_share: float = Field(0.3, ge=0, lt=1,
+                                 description="share of 1 − confidence the interim looks spend on early passes")
+    min_items_per_look: int = Field(50, ge=10, description="fewer looks on a task too small for this many")
+
+
 class EvalsConfig(Strict):
     tasks: list[TaskRef] = Field(min_length=1, description="task references (see TaskRef)")
     limit: int | None = Field(None, ge=1, description="items per task (None: all)")
+    sequential: SequentialConfig | None = Field(
+        None, description="stop a variant's task once its gate is settled (None: every item, the fixed-sample gate)")
 
     @model_validator(mode="after")
     def _labels_unique(self) -> "EvalsConfig":

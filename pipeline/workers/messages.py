@@ -107,6 +107,7 @@ class TaskScore:
     metric: str
     n: int
     samples_file: str  # per-item results, in doc order, beside the result
+    stopped: str | None = None  # sequential evaluation: why it stopped where it did (n of its items)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,6 +143,20 @@ class TaskLookup:
 
 
 @dataclass(frozen=True, kw_only=True)
+class StoppingRule:
+    """Sequential evaluation of one task (`measure/sequential.py`): score its items in `order`, look
+    after each of `sizes` items, stop once the gate against the reference's values is settled."""
+
+    order: list[int]  # doc ids, in the seeded order the looks take them
+    sizes: list[int]
+    alphas: list[float]
+    confidence: float
+    iters: int
+    tolerance: float
+    reference_values: list[float]  # the reference's values, in `order`
+
+
+@dataclass(frozen=True, kw_only=True)
 class EvalTask:
     """One task reference as the eval worker runs it."""
 
@@ -157,6 +172,7 @@ class EvalTask:
     gen_kwargs: dict[str, Any] | None = None
     apply_chat_template: bool = False
     pooled: bool = False  # a group gated on its pooled items rather than per member
+    stopping: StoppingRule | None = None  # sequential evaluation: stop once the gate is settled
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -532,3 +532,70 @@ def test_an_import_that_is_not_a_gguf_is_refused(recipe, artifacts, tmp_path):
     proc = quantgate("validate", str(bad), artifacts=artifacts, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "variants[3].path:" in proc.stderr and "is not a GGUF file" in proc.stderr
+
+
+def _eval_folders(artifacts: Path, artifact_key: str) -> list[Path]:
+    """The eval entries measured on one artifact (its server's log names the file it served)."""
+    return [folder for folder in (artifacts / "evals").iterdir()
+            if (folder / "result.json").is_file() and artifact_key in (folder / "server.log").read_text()]
+
+
+def _values_by_doc(folder: Path, label: str) -> dict[int, float]:
+    result = json.loads((folder / "result.json").read_text())
+    lines = (folder / result["tasks"][label]["samples_file"]).read_text().splitlines()
+    return {item["doc_id"]: item["value"] for item in map(json.loads, lines)}
+
+
+def _stopped_tasks(folder: Path) -> list[str]:
+    tasks = json.loads((folder / "result.json").read_text())["tasks"]
+    return [label for label, score in tasks.items() if score["stopped"]]
+
+
+def test_sequential_evaluation_stops_where_the_full_items_settle(first_run, recipe, artifacts, report, tmp_path):
+    """`evals.sequential` on the same recipe: everything but the variants' evals is reused, each
+    single-task eval is scored look by look, and it stops where the first run's full items settle the
+    same gate (loglikelihood scoring is exact, so the looks see the very values the full run saw)."""
+    from pipeline.measure.sequential import CONTINUE, item_order, look_plan, settle
+
+    data = yaml.safe_load(recipe.read_text())
+    data["evals"]["sequential"] = {"looks": 2, "min_items_per_look": 10}
+    # qg_length: every variant answers it as the reference does (the shortest choice), so a loose
+    # tolerance settles it at the first look; agreement on a random model stays unsettled to the end
+    tolerances = {"agreement": 0.05, "qg_length": 0.5}
+    data["gates"]["task_tolerances"] = {"qg_length": 0.5}
+    path = tmp_path / "sequential.yaml"
+    path.write_text(yaml.safe_dump(data))
+    run = quantgate("run", str(path), artifacts=artifacts)
+    assert "[f16] running task evals" not in run.stdout  # the reference's evals are its own, reused
+    assert "[q8_0] sequential evaluation: agreement looks at [20, 40]" in run.stdout
+    newest = max((artifacts / "reports").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    rows = {row["variant"]: row for row in json.loads(newest.read_text())["rows"]}
+    assert not rows["f16"]["stopped"]
+    reference = _eval_folders(artifacts, _row(report, "f16")["artifact_key"])
+    assert len(reference) == 1
+    stops = 0
+    for name, _ in VARIANTS[1:]:
+        row = rows[name]
+        # a group is scored whole, and the echo tasks (12 items) are too small for two looks of 10
+        assert set(row["stopped"]) == {"agreement", "qg_length"}
+        assert row["items"]["qg_echo"] == len(WORDS) and row["items"]["lengths-pooled"] == 4 * len(WORDS)
+        folders = _eval_folders(artifacts, row["artifact_key"])
+        looked, = [f for f in folders if _stopped_tasks(f)]
+        full, = [f for f in folders if f != looked]
+        for label in ("agreement", "qg_length"):
+            ours, theirs = _values_by_doc(full, label), _values_by_doc(reference[0], label)
+            order = item_order(list(theirs), label)
+            plan = look_plan(len(order), 2, 0.95, 0.3, 10, 2000)
+            expected = settle([theirs[d] for d in order], [ours[d] for d in order], tolerances[label], plan)
+            assert expected.outcome != CONTINUE
+            scored = _values_by_doc(looked, label)
+            assert set(scored) == set(order[:expected.n]) and all(scored[d] == ours[d] for d in scored)
+            assert row["items"][label] == expected.n
+            assert row["stopped"][label].startswith(f"{expected.outcome} at ") and f"look {expected.look} of 2" in \
+                row["stopped"][label]
+            assert (looked / "lm-eval" / label / "look-1").is_dir()
+            stops += expected.n < len(order)
+        assert row["items"]["qg_length"] == len(WORDS)  # a pass at the first look: half of its 24 items
+    document = (newest.with_suffix("") / "report.md").read_text()
+    assert "## Sequential evaluation" in document and "**q8_0** agreement: " in document
+    assert stops >= 2

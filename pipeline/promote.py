@@ -6,9 +6,9 @@ tolerance whose bound is not is "not enough evidence" and fails), and the next-t
 (KL, top-1 flips) is within its limits. A task on which the reference is not clearly above what
 blind answers score (plus the tolerance) cannot tell variants apart: it is reported as
 uninformative and never gated on, and with no informative task nothing passes on task evidence.
-Evaluated sequentially (`evals.sequential`), a task is judged at the first look that settled it, with
-the look's own level (`measure/sequential.py`). Every check is computed and reported before the decision; a missing, partial or non-finite
-measurement fails its check (fail closed).
+Evaluated sequentially (`evals.sequential`), a task is judged at the first look that settled it, at
+that look's own level (`measure/sequential.py`). Every check is computed and reported before the
+decision; a missing, partial or non-finite measurement fails its check (fail closed).
 
 Cost is $ per 1M output tokens at the highest load that meets the SLO (`capacity.py`), with its
 interval: variants whose cost intervals overlap are not told apart by cost, and the recipe's

@@ -34,10 +34,10 @@ if [ ! -x "$build/bin/llama-server" ] || [ ! -x "$build/bin/llama-quantize" ]; t
 fi
 
 echo "[llamacpp] installing Python packages"
-pip install --no-compile -r "$here/requirements/llamacpp.txt"
+pip install -r "$here/requirements/llamacpp.txt"
 if ! "$env_dir/bin/python" -c "import llama_cpp" 2>/dev/null; then
   # LLAMA_BUILD=OFF: install only the Python bindings, then give them the libraries built above.
-  CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" pip install --no-compile --no-deps \
+  CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" pip install --no-deps \
     "$src" "diskcache>=5.6.1" "jinja2>=2.11.3"
   site=$("$env_dir/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['platlib'])")
   mkdir -p "$site/llama_cpp/lib"

@@ -9,5 +9,5 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-python3}
 [ -x "$env_dir/bin/python" ] || "$python" -m venv "$env_dir"
 echo "[$name] installing requirements/$name.txt"
-"$env_dir/bin/python" -m pip --disable-pip-version-check -q install --no-compile -r "$here/requirements/$name.txt"
+"$env_dir/bin/python" -m pip --disable-pip-version-check -q install -r "$here/requirements/$name.txt"
 "$env_dir/bin/python" -c "import importlib.metadata, $module; print('[$name] ready: $module', importlib.metadata.version('$module'))"

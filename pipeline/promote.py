@@ -24,8 +24,8 @@ from typing import Any
 from pipeline.capacity import Capacity
 from pipeline.measure.latency import Interval
 from pipeline.measure.sequential import CONTINUE, PASS, item_order, look_plan, settle
-from pipeline.measure.sequential import binary as sequential_binary
-from pipeline.measure.stats import Informative, PairedComparison, flips, informative, mcnemar_exact, paired_drop
+from pipeline.measure.stats import (Informative, PairedComparison, binary, flips, informative, mcnemar_exact,
+                                    paired_drop)
 from pipeline.recipe.schema import Gates, SequentialConfig
 from pipeline.recipe.traffic import Promotion
 
@@ -155,12 +155,13 @@ def _sequential_check(task: str, metric: str, reference: list[float], variant: l
         return None
     used_reference, used_variant = reference[:settled.n], variant[:settled.n]
     r2w, w2r = flips(used_reference, used_variant)
-    binary = sequential_binary(used_reference) and sequential_binary(used_variant)
+    right_wrong = binary(used_reference) and binary(used_variant)
     c = PairedComparison(n=settled.n, reference_score=sum(used_reference) / settled.n,
                          variant_score=sum(used_variant) / settled.n, drop=settled.drop, drop_upper=settled.upper,
-                         confidence=1 - settled.alpha, right_to_wrong=r2w if binary else None,
-                         wrong_to_right=w2r if binary else None, mcnemar_p=mcnemar_exact(r2w, w2r) if binary else None)
-    flipped = f"; {r2w} right→wrong, {w2r} wrong→right" if binary else ""
+                         confidence=1 - settled.alpha, right_to_wrong=r2w if right_wrong else None,
+                         wrong_to_right=w2r if right_wrong else None,
+                         mcnemar_p=mcnemar_exact(r2w, w2r) if right_wrong else None)
+    flipped = f"; {r2w} right→wrong, {w2r} wrong→right" if right_wrong else ""
     passed = settled.outcome == PASS
     return Check(f"{task}.drop_upper", passed, round(settled.upper, 4), tolerance,
                  f"{task}: {metric} {settled.reason}{flipped}"), c

@@ -3,9 +3,9 @@
 A group-sequential design with Bonferroni alpha spending. The gate's false-promotion rate
 α = 1 − confidence is split over the looks: the interim looks share `interim_share` of it evenly and
 the last look (every item) gets the rest. Each look bounds the drop one-sided at its own level: with
-Tango's score bound for right/wrong items (the percentile bootstrap undercovers with few flips: 6.7%
-false passes at a nominal 5% on 400 items), with the paired bootstrap for continuous scores. A variant passes at a look when the drop's upper
-bound is within tolerance there, so the chance of passing one whose true drop exceeds the tolerance is
+Tango's score bound for right/wrong items (the percentile bootstrap undercovers with few flips: 5.9%
+false passes at a nominal 5% on 400 items, `make bench-gates`), with the paired bootstrap for
+continuous scores. A variant passes at a look when the drop's upper bound is within tolerance there, so the chance of passing one whose true drop exceeds the tolerance is
 at most the sum of the looks' levels, α, at whichever look it stops (a union bound: conservative, as
 the looks share items). An interim look fails a variant only when the drop's *lower* bound is above
 the tolerance at that look's level: a clear fail. The last look is the fixed-sample rule at its level.
@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.measure.stats import flips, paired_binary_upper, paired_drop
+from pipeline.measure.stats import binary, flips, paired_binary_upper, paired_drop
 
 PASS, FAIL, CONTINUE = "pass", "fail", "continue"
 
@@ -83,10 +83,6 @@ class Settled:
     @property
     def early(self) -> bool:
         return self.outcome != CONTINUE and self.n < self.total
-
-
-def binary(values: Sequence[float]) -> bool:
-    return bool(np.isin(np.asarray(values, dtype=np.float64), (0.0, 1.0)).all())
 
 
 def _look(reference: Sequence[float], variant: Sequence[float], alpha: float, iters: int,

@@ -45,6 +45,11 @@ def mcnemar_exact(r2w: int, w2r: int) -> float:
     return float(stats.binomtest(r2w, r2w + w2r, 0.5).pvalue)
 
 
+def binary(values: Sequence[float]) -> bool:
+    """Whether every value is 0 or 1 (a right/wrong metric)."""
+    return bool(np.isin(np.asarray(values, dtype=np.float64), (0.0, 1.0)).all())
+
+
 def _mean_difference(reference: np.ndarray, variant: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.mean(reference - variant, axis=axis)
 
@@ -69,12 +74,12 @@ def paired_drop(reference: Sequence[float], variant: Sequence[float], confidence
                                  batch=max(1, 2_000_000 // len(ref)), confidence_level=confidence,
                                  alternative="less", method="percentile", rng=np.random.default_rng(seed))
         upper = float(result.confidence_interval.high)
-    binary = bool(np.isin(ref, (0.0, 1.0)).all() and np.isin(var, (0.0, 1.0)).all())
-    r2w, w2r = flips(reference, variant) if binary else (None, None)
+    right_wrong = binary(ref) and binary(var)
+    r2w, w2r = flips(reference, variant) if right_wrong else (None, None)
     return PairedComparison(
         n=len(ref), reference_score=float(ref.mean()), variant_score=float(var.mean()), drop=drop, drop_upper=upper,
         confidence=confidence, right_to_wrong=r2w, wrong_to_right=w2r,
-        mcnemar_p=mcnemar_exact(r2w, w2r) if binary else None,  # type: ignore[arg-type]
+        mcnemar_p=mcnemar_exact(r2w, w2r) if right_wrong else None,  # type: ignore[arg-type]
     )
 
 
@@ -136,8 +141,8 @@ def informative(values: Sequence[float], tolerance: float, confidence: float,
     """
     n = len(values)
     array = np.asarray(values, dtype=np.float64)
-    binary = bool(np.isin(array, (0.0, 1.0)).all())
-    k = int(array.sum()) if binary else None
+    right_wrong = binary(array)
+    k = int(array.sum()) if right_wrong else None
     score = float(array.mean()) if n else 0.0
     floor = 0.0
     if gold is not None and n_choices is not None and len(gold) == n:
@@ -147,7 +152,7 @@ def informative(values: Sequence[float], tolerance: float, confidence: float,
     target = min(floor + tolerance, 1.0)
     if n == 0:
         p_value = 1.0
-    elif binary:
+    elif right_wrong:
         p_value = float(stats.binomtest(k, n, target, alternative="greater").pvalue)
     else:  # a continuous per-item score: a one-sided t-test of its mean
         p_value = float(stats.ttest_1samp(array, target, alternative="greater").pvalue) if array.std() > 0 else (

@@ -59,7 +59,7 @@ def since(before_facts: dict[str, str], before_verdicts: dict[str, str], now_fac
             what = name.removeprefix(FACT).removeprefix("tool.")
             short = (lambda v: v[:12] if v and name.endswith("sha256") else v or "none")
             lines.append(f"{what}: {short(old)} → {short(new)}")
-    now_verdicts = {row.variant: "pass" if row.passed else "fail" for row in report.rows}
+    now_verdicts = {row.variant: "pass" if row.passed else row.verdict for row in report.rows}
     if added := sorted(set(now_verdicts) - set(before_verdicts)):
         lines.append(f"variants added: {', '.join(added)}")
     if dropped := sorted(set(before_verdicts) - set(now_verdicts)):

@@ -35,6 +35,8 @@ console = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty(
 err = Console(stderr=True, highlight=False, emoji=False)
 
 USER_ERRORS = (RecipeError, ToolEnvMissing)
+VERDICT_STYLE = {"promoted": "[bold green]PROMOTED[/]", "pass": "[green]pass[/]", "skipped": "[yellow]not evaluated[/]",
+                 "fail": "[red]fail[/]"}
 EXIT_USER_ERROR, EXIT_BROKEN, EXIT_NOTHING_PASSED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 3, 4, 130, 143
 
 
@@ -314,7 +316,7 @@ def print_summary(outcome) -> None:
         cells += [escape(at_slo.label) if at_slo else "–", _interval(capacity.output_tokens_per_s if capacity else None, 1),
                   _interval(capacity.replicas if capacity else None, 0),
                   _interval(capacity.usd_per_1m_tokens if capacity else None, 3),
-                  "[bold green]PROMOTED[/]" if row.promoted else ("[green]pass[/]" if row.passed else "[red]fail[/]")]
+                  VERDICT_STYLE[row.verdict]]
         table.add_row(*cells)
     console.print(table)
     print_load(report, recipe)

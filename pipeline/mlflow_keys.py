@@ -82,7 +82,7 @@ def params(report: Report) -> dict[str, str]:
 
 def tags(row: ReportRow, labels: dict[str, str]) -> dict[str, str]:
     """Engine, method, scheme, bits, verdict and its reasons: what reviewers filter and group by."""
-    return {"engine": row.engine, **labels, "verdict": "pass" if row.passed else "fail",
+    return {"engine": row.engine, **labels, "verdict": "pass" if row.passed else row.verdict,
             "promoted": str(row.promoted).lower(), "reference": str(row.reference).lower(),
             "reasons": "; ".join(row.reasons)[:5000] or "all checks passed"}
 

@@ -22,7 +22,7 @@ def card(report: Report, row: ReportRow) -> str:
     """The variant's card, in markdown."""
     reference = next((r.variant for r in report.rows if r.reference and r.engine == row.engine), None)
     scheme = " ".join(f"{k}={v}" for k, v in (row.quantization or {}).items()) or "not made"
-    verdict = "PROMOTED" if row.promoted else "passed" if row.passed else "failed"
+    verdict = {"promoted": "PROMOTED", "pass": "passed", "skipped": "not evaluated", "fail": "failed"}[row.verdict]
     lines = [f"# {row.variant} ({report.recipe})", "",
              f"**Verdict: {verdict}.** Decision of the run: {report.decision}", "",
              "## What it is",

@@ -73,6 +73,7 @@ class VariantEvidence:
     parity: dict[str, Any] | None = None  # references: engine vs transformers ({"mean_abs_diff", "limit", …})
     parity_error: str | None = None
     not_run: str | None = None  # the plan did not run it here (measured not to run on this engine build)
+    skipped: str | None = None  # cheapest-first search priced it and left its quality unmeasured: why
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,17 @@ def divergence_checks(variant: VariantEvidence, reference: VariantEvidence, gate
     return checks
 
 
+def price(variant: VariantEvidence) -> tuple[list[Check], Interval | None]:
+    """The SLO check (and a cost check when the SLO load has no throughput) and the cost with its
+    interval (None: unknown). A variant that fails either cannot pass, whatever its quality."""
+    checks = [slo_check(variant)]
+    cost = variant.capacity.usd_per_1m_tokens if variant.capacity else None
+    if cost is not None and not (_finite(cost.estimate) and cost.estimate > 0):
+        checks.append(Check("cost", False, None, None, "no throughput at the SLO load: cost unknown"))
+        cost = None
+    return checks, cost
+
+
 def slo_check(variant: VariantEvidence) -> Check:
     capacity = variant.capacity
     if capacity is None:
@@ -291,6 +303,11 @@ def decide(evidence: list[VariantEvidence], tasks: list[str], gates: Gates, prom
         if variant.not_run:  # nothing was measured: one reason, not one per missing figure
             verdicts.append(Verdict(variant.name, False, [Check("runs_here", False, None, None, variant.not_run)], None))
             continue
+        if variant.skipped:  # priced only: its cost is shown, its quality was not measured
+            load_checks, cost = price(variant)
+            verdicts.append(Verdict(variant.name, False, [Check("evaluated", False, None, None, variant.skipped),
+                                                          *load_checks], cost))
+            continue
         if reference is None:
             checks = [Check("reference", False, None, None, f"no reference measured on engine {variant.engine}")]
         else:
@@ -298,40 +315,45 @@ def decide(evidence: list[VariantEvidence], tasks: list[str], gates: Gates, prom
                                                         sequential if not variant.is_reference else None)
             checks.append(parity_check(reference))
             checks += divergence_checks(variant, reference, gates)
-        checks.append(slo_check(variant))
-        cost = variant.capacity.usd_per_1m_tokens if variant.capacity else None
-        if cost is not None and not (_finite(cost.estimate) and cost.estimate > 0):
-            checks.append(Check("cost", False, None, None, "no throughput at the SLO load: cost unknown"))
-            cost = None
+        load_checks, cost = price(variant)
+        checks += load_checks
         verdicts.append(Verdict(variant.name, all(c.passed for c in checks), checks, cost, comparisons,
                                 informative=informed))
     passing = [v for v in verdicts if v.passed and v.cost is not None]
+    skipped = [e.name for e in evidence if e.skipped]
+    searched = (f" (cheapest-first search: {len(skipped)} variant(s) priced but not evaluated, as they could not"
+                f" change the decision: {', '.join(skipped)})") if skipped else ""
     if not passing:
-        return Decision(None, verdicts, "no variant passed every gate; nothing promoted")
+        return Decision(None, verdicts, "no variant passed every gate; nothing promoted" + searched)
     sizes = {e.name: e.size_bytes if e.size_bytes is not None else math.inf for e in evidence}
-    cheapest = min(passing, key=lambda v: (v.cost.estimate, v.variant))  # type: ignore[union-attr]
-    tied = sorted((v for v in passing if v.cost.overlaps(cheapest.cost)),  # type: ignore[union-attr,arg-type]
-                  key=lambda v: v.cost.estimate)  # type: ignore[union-attr]
-    if promotion.cost_tie_break == "quality":
-        winner = min(tied, key=lambda v: (v.quality_drop(), v.cost.estimate, v.variant))  # type: ignore[union-attr]
-    else:
-        winner = min(tied, key=lambda v: (sizes[v.variant], v.cost.estimate, v.variant))  # type: ignore[union-attr]
+    winner, tied = choose(passing, sizes, promotion)
     verdicts = [replace(v, promoted=v is winner) for v in verdicts]
     assert winner.cost is not None
     reason = (f"{winner.variant} is the cheapest of {len(passing)} passing variant(s)"
-              f" at {_usd(winner.cost)} per 1M output tokens")
+              f" at {usd(winner.cost)} per 1M output tokens")
     if len(tied) > 1:
-        shown = ", ".join(f"{v.variant} {_usd(v.cost)}" for v in tied)  # type: ignore[arg-type]
+        shown = ", ".join(f"{v.variant} {usd(v.cost)}" for v in tied)  # type: ignore[arg-type]
         if promotion.cost_tie_break == "quality":
             rule = "the smaller quality drop (" + ", ".join(f"{v.variant} {v.quality_drop():+.3f}" for v in tied) + ")"
         else:
             rule = "the smaller artifact (" + ", ".join(f"{v.variant} {sizes[v.variant] / 1e6:.0f} MB" for v in tied) + ")"
         reason = (f"{winner.variant} promoted: {len(tied)} passing variants cannot be told apart by cost ({shown});"
                   f" the tie goes to {rule}")
-    return Decision(winner.variant, verdicts, reason, tied=[v.variant for v in tied] if len(tied) > 1 else [])
+    return Decision(winner.variant, verdicts, reason + searched, tied=[v.variant for v in tied] if len(tied) > 1 else [])
 
 
-def _usd(cost: Interval) -> str:
+def choose(passing: list[Verdict], sizes: dict[str, float], promotion: Promotion) -> tuple[Verdict, list[Verdict]]:
+    """The winner among the passing, priced verdicts, and the tie it was chosen from: the cheapest by
+    cost estimate and every one whose cost interval overlaps its own (`search.py` relies on this)."""
+    cheapest = min(passing, key=lambda v: (v.cost.estimate, v.variant))  # type: ignore[union-attr]
+    tied = sorted((v for v in passing if v.cost.overlaps(cheapest.cost)),  # type: ignore[union-attr,arg-type]
+                  key=lambda v: v.cost.estimate)  # type: ignore[union-attr]
+    if promotion.cost_tie_break == "quality":
+        return min(tied, key=lambda v: (v.quality_drop(), v.cost.estimate, v.variant)), tied  # type: ignore[union-attr]
+    return min(tied, key=lambda v: (sizes[v.variant], v.cost.estimate, v.variant)), tied  # type: ignore[union-attr]
+
+
+def usd(cost: Interval) -> str:
     bounds = (f" [{cost.low:.4f}–{cost.high:.4f}]" if cost.low is not None and cost.high is not None
               else " [interval unbounded]")
     return f"${cost.estimate:.4f}{bounds}"

@@ -64,6 +64,12 @@ class ReportRow:
     reasons: list[str]
     items: dict[str, int] = field(default_factory=dict)  # per task, the items scored
     stopped: dict[str, str] = field(default_factory=dict)  # sequential evaluation: per task, where and why it stopped
+    skipped: str | None = None  # cheapest-first search priced it only: why its quality was not measured
+
+    @property
+    def verdict(self) -> str:
+        """One word for tables and tags: promoted, pass, skipped (not evaluated) or fail."""
+        return "promoted" if self.promoted else "pass" if self.passed else "skipped" if self.skipped else "fail"
 
     def worst_drop_bound(self) -> float | None:
         """The largest upper bound on a task's drop vs the reference (0 for the reference itself)."""
@@ -166,6 +172,7 @@ def build(recipe_name: str, recipe_hash: str, tasks: list[str], results: list[Va
             items={task: score.n for task, score in result.evals.tasks.items()} if result.evals else {},
             stopped={task: score.stopped for task, score in result.evals.tasks.items() if score.stopped}
             if result.evals else {},
+            skipped=result.skipped,
         ))
     return Report(recipe=recipe_name, recipe_hash=recipe_hash, tasks=list(tasks), metrics=metrics,
                   winner=decision.winner, decision=decision.reason, rows=rows, tied=decision.tied,

@@ -43,7 +43,7 @@ def _cost(row: ReportRow) -> str:
 
 
 def _verdict(row: ReportRow) -> str:
-    return "PROMOTED" if row.promoted else "pass" if row.passed else "fail"
+    return "PROMOTED" if row.promoted else "not evaluated" if row.verdict == "skipped" else row.verdict
 
 
 def markdown(report: Report, run_name: str, images: dict[str, str]) -> str:

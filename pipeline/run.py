@@ -1,7 +1,8 @@
 """The pipeline run, as one flat sequence you can step through:
 
 recipe -> plan -> parent run -> source -> for each variant (references first): measure_variant ->
-decide -> record.
+decide -> record. With `promotion.search: cheapest_first` the variants other than the references are
+priced first (quantize and load sweep), then measured in full from the cheapest up (`search.py`).
 
 One run of a recipe at a time on a host (a second waits, then reuses what the first made); an
 interrupted run is finished by running it again, from what is cached, into the same MLflow parent run.
@@ -14,18 +15,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline import (capacity, changes, model_info, plots, promote, report, report_document, secrecy, source,
-                      track)
+from pipeline import (capacity, changes, model_info, plots, promote, report, report_document, search, secrecy,
+                      source, track)
 from pipeline.measure import tasks
 from pipeline.measure.evals import EvalResult, tolerance as task_tolerance
 from pipeline.artifacts import Store
 from pipeline.plan import Plan, make_plan, required_envs
 from pipeline.quantize import Artifact
-from pipeline.recipe.schema import Recipe
+from pipeline.recipe.schema import Recipe, VariantConfig
 from pipeline.report import Registry
 from pipeline.settings import Settings
 from pipeline.toolenv import TRANSFORMERS, tool_env
-from pipeline.variant import VariantJob, VariantResult, measure_variant
+from pipeline.variant import EVERYTHING, LOAD_ONLY, VariantJob, VariantResult, measure_variant
 
 
 # `--force STAGE`: the store stages each names
@@ -188,34 +189,84 @@ def _measure_and_decide(recipe: Recipe, settings: Settings, say: Callable[[str],
     say("model source: materialising" if not plan.source_cached else "model source: cached")
     model = source.run(recipe.model, store, tool_env(TRANSFORMERS, settings.envs), recipe.timeouts.source)
 
-    results: list[VariantResult] = []
-    references: dict[str, Artifact] = {}
-    # References first: every other variant's deltas are measured against them.
-    for variant in sorted(recipe.variants, key=lambda v: not v.reference):
-        label = f"[{variant.name}]"
-        if reason := refused.get(variant.name):
-            say(f"{label} not run: {reason}")
-            results.append(VariantResult(name=variant.name, engine=variant.engine, reference=variant.reference,
-                                         not_run=f"not run on this host: {reason}"))
-            continue
-        job = VariantJob(recipe=recipe, variant=variant, source=model, reference=references.get(variant.engine),
-                         recipe_hash=plan.recipe_hash, artifacts_root=settings.artifacts, envs_root=settings.envs)
-        result = measure_variant(job, say=lambda msg, label=label: say(f"{label} {msg}"), store=store)
-        if variant.reference and result.artifact is not None:
-            references[variant.engine] = result.artifact
-        for failure in result.failures():
-            say(f"{label} {failure}")
-        results.append(result)
-
     resolved = tasks.resolve(recipe.evals, recipe.engines_used(), settings.envs)
     gated = [label for task in resolved for label in task.gated_labels()]
     tolerances = {label: task_tolerance(task, recipe.gates) for task in resolved for label in task.gated_labels()}
     info = model_info.from_config(model.model_dir)
-    capacities = {r.name: capacity_of(r, recipe, info) for r in results}
-    decision = promote.decide([evidence(r, capacities[r.name]) for r in results], gated, recipe.gates,
+
+    def judge(measured: list[VariantResult]) -> promote.Decision:
+        return promote.decide([evidence(r, capacity_of(r, recipe, info)) for r in measured], gated, recipe.gates,
                               recipe.promotion, tolerances, recipe.evals.sequential)
+
+    results: dict[str, VariantResult] = {}
+    references: dict[str, Artifact] = {}
+
+    def measure(variant: VariantConfig, what: frozenset[str] = EVERYTHING) -> VariantResult:
+        label = f"[{variant.name}]"
+        job = VariantJob(recipe=recipe, variant=variant, source=model, reference=references.get(variant.engine),
+                         recipe_hash=plan.recipe_hash, artifacts_root=settings.artifacts, envs_root=settings.envs,
+                         measure=what)
+        result = measure_variant(job, say=lambda msg: say(f"{label} {msg}"), store=store)
+        for failure in result.failures():
+            say(f"{label} {failure}")
+        return result
+
+    # References first: every other variant's deltas are measured against them.
+    order = sorted(recipe.variants, key=lambda v: not v.reference)
+    for variant in order:
+        if reason := refused.get(variant.name):
+            say(f"[{variant.name}] not run: {reason}")
+            results[variant.name] = VariantResult(name=variant.name, engine=variant.engine,
+                                                  reference=variant.reference,
+                                                  not_run=f"not run on this host: {reason}")
+    for variant in order:
+        if variant.name in results or (not variant.reference and recipe.promotion.search == "cheapest_first"):
+            continue
+        result = results[variant.name] = measure(variant)
+        if variant.reference and result.artifact is not None:
+            references[variant.engine] = result.artifact
+    if recipe.promotion.search == "cheapest_first":
+        def priced(result: VariantResult) -> search.Priced:
+            checks, cost = promote.price(evidence(result, capacity_of(result, recipe, info)))
+            return search.Priced(result.name, cost if all(c.passed for c in checks) else None,
+                                 measured=result.evals is not None)
+
+        _cheapest_first([v for v in order if v.name not in results], results, measure, priced, judge, say)
+    ordered = [results[v.name] for v in order]
+    capacities = {r.name: capacity_of(r, recipe, info) for r in ordered}
+    decision = judge(ordered)
     say(f"decision: {decision.reason}")
-    return Decided(results, decision, gated, capacities, tolerances)
+    return Decided(ordered, decision, gated, capacities, tolerances)
+
+
+def _cheapest_first(candidates: list[VariantConfig], results: dict[str, VariantResult],
+                    measure: Callable[[VariantConfig, frozenset[str]], VariantResult],
+                    priced: Callable[[VariantResult], search.Priced],
+                    judge: Callable[[list[VariantResult]], promote.Decision], say: Callable[[str], None]) -> None:
+    """Price every candidate (quantize and load sweep), then evaluate them from the cheapest up
+    (`search.py`); `results` holds the references, measured, and takes each candidate's result."""
+    references = [r for r in results.values() if r.reference]
+    verdicts = judge(references) if references else None
+    passed = [priced(r) for r in references if verdicts and verdicts.verdict(r.name).passed]
+    for variant in candidates:
+        results[variant.name] = measure(variant, LOAD_ONLY)
+    prices = [priced(results[v.name]) for v in candidates if results[v.name].artifact is not None]
+    say("cheapest-first search: " + ", ".join(
+        f"{p.name} {promote.usd(p.cost)}" if p.cost else f"{p.name} cannot pass on load" for p in prices))
+    by_name = {v.name: v for v in candidates}
+
+    def evaluate(name: str) -> bool:
+        priced_only = results[name]
+        result = measure(by_name[name], EVERYTHING - LOAD_ONLY)
+        if result.load is None:  # a sweep with failed requests is judged but not cached: keep the one priced
+            result.load, result.load_error = priced_only.load, priced_only.load_error
+        result.server_log = result.server_log or priced_only.server_log
+        results[name] = result
+        return judge([*references, result]).verdict(name).passed
+
+    for name, why in search.cheapest_first(prices, passed, evaluate).items():
+        say(f"[{name}] {why}")
+        results[name].skipped = why
 
 
 def thresholds(recipe: Recipe, tolerances: dict[str, float]) -> dict[str, float]:
@@ -259,12 +310,17 @@ def evidence(result: VariantResult, measured: capacity.Capacity | None) -> promo
         return promote.VariantEvidence(name=result.name, engine=result.engine, is_reference=result.reference,
                                        tasks={}, alignment_passed=None, eval_error=why, capacity=None, load_error=why,
                                        divergence=None, divergence_error=why, not_run=result.not_run)
+    size = int(result.artifact.manifest["file_bytes"])
+    if result.skipped:
+        return promote.VariantEvidence(name=result.name, engine=result.engine, is_reference=result.reference, tasks={},
+                                       alignment_passed=None, eval_error=None, capacity=measured,
+                                       load_error=result.load_error, size_bytes=size, skipped=result.skipped)
     evals = result.evals
     return promote.VariantEvidence(
         name=result.name, engine=result.engine, is_reference=result.reference,
         tasks={label: task_items(evals, label) for label in evals.tasks} if evals else {},
         alignment_passed=evals.alignment.passed if evals else None, eval_error=result.eval_error,
-        capacity=measured, load_error=result.load_error, size_bytes=int(result.artifact.manifest["file_bytes"]),
+        capacity=measured, load_error=result.load_error, size_bytes=size,
         divergence=asdict(result.divergence) if result.divergence else None, divergence_error=result.divergence_error,
         parity=asdict(result.parity) if result.reference and result.parity else None,
         parity_error=result.parity_error if result.reference else None,

@@ -32,6 +32,10 @@ from pipeline.toolenv import TRANSFORMERS, ToolFailed, tool_env
 from pipeline.workers.messages import DivergenceMetrics, LoadOutput, StoppingRule
 
 SERVER_LOG = "server.log"
+# what can be measured on a variant's server, by the names failures are reported under
+MEASUREMENTS = ("engine parity", "divergence", "evals", "load sweep")
+EVERYTHING = frozenset(MEASUREMENTS)
+LOAD_ONLY = frozenset({"load sweep"})  # what prices a variant
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +50,7 @@ class VariantJob:
     recipe_hash: str
     artifacts_root: Path
     envs_root: Path
+    measure: frozenset[str] = EVERYTHING  # of MEASUREMENTS (cheapest-first search prices a variant first)
 
 
 @dataclass(kw_only=True)
@@ -56,6 +61,7 @@ class VariantResult:
     engine: str
     reference: bool
     not_run: str | None = None  # the plan refused it here (measured not to run on this engine build)
+    skipped: str | None = None  # cheapest-first search: priced, but its quality could not change the decision
     artifact: Artifact | None = None
     quantize_error: str | None = None
     parity: ParityResult | None = None  # references only: engine vs transformers
@@ -128,7 +134,7 @@ def measure_variant(job: VariantJob, say: Callable[[str], None] = lambda _: None
 
 def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantResult, log_path: Path,
              say: Callable[[str], None]) -> None:
-    recipe, variant = job.recipe, job.variant
+    recipe, variant, wanted = job.recipe, job.variant, job.measure
     spec = specs.engine(variant.engine)
     engine_config = recipe.engine_config(variant.engine)
     engine = EngineContext(variant.engine, spec.capabilities(engine_config), tool_env(spec.env, job.envs_root))
@@ -148,7 +154,7 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
     else:
         result.divergence = divergence.cached(store, keys.divergence)
     # Exact divergence needs no server: take it first.
-    if reference is not None and div_method is not None and result.divergence is None \
+    if "divergence" in wanted and reference is not None and div_method is not None and result.divergence is None \
             and not divergence.needs_server(engine.capabilities):
         try:
             result.divergence = divergence.run(engine, artifact, reference, store, recipe.divergence, identity,
@@ -157,12 +163,14 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
         except (ToolFailed, NotMeasurable) as exc:
             result.divergence_error = _reason(exc)
 
-    todo_parity = variant.reference and result.parity is None
-    todo_div = reference is not None and div_method is not None and result.divergence is None \
-        and result.divergence_error is None
-    if not (todo_parity or todo_div or result.evals is None or result.load is None):
-        result.load_folder = store.entry(load.STAGE, keys.load)
-        result.server_log = result.load_folder / SERVER_LOG
+    todo_parity = "engine parity" in wanted and variant.reference and result.parity is None
+    todo_div = "divergence" in wanted and reference is not None and div_method is not None \
+        and result.divergence is None and result.divergence_error is None
+    todo_evals = "evals" in wanted and result.evals is None
+    todo_load = "load sweep" in wanted and result.load is None
+    if not (todo_parity or todo_div or todo_evals or todo_load):
+        result.load_folder = store.entry(load.STAGE, keys.load) if store.has(load.STAGE, keys.load) else None
+        result.server_log = result.load_folder / SERVER_LOG if result.load_folder else None
         return
 
     built: list[Path] = []
@@ -192,7 +200,7 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
                 except (ToolFailed, httpx.HTTPError, NotMeasurable) as exc:
                     result.divergence_error = _reason(exc)
                 server.check()
-            if result.evals is None:
+            if todo_evals:
                 say("running task evals")
                 during = "evals"
                 try:
@@ -203,7 +211,7 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
                 except (ToolFailed, evals.EvalFailed, NotMeasurable) as exc:
                     result.eval_error = str(exc)
                 server.check()
-            if result.load is None:
+            if todo_load:
                 sweep = recipe.load
                 say(f"load sweep: {', '.join(sweep.level_name(level) for level in sweep.levels)},"
                     f" {sweep.requests_per_level} requests each" + (f", {sweep.repeats} passes" if sweep.repeats > 1 else ""))
@@ -230,8 +238,10 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
             result.divergence_error = result.divergence_error or reason
         if todo_parity and result.parity is None:
             result.parity_error = result.parity_error or reason
-        result.eval_error = result.eval_error or (None if result.evals else reason)
-        result.load_error = result.load_error or (None if result.load else reason)
+        if todo_evals:
+            result.eval_error = result.eval_error or (None if result.evals else reason)
+        if todo_load:
+            result.load_error = result.load_error or (None if result.load else reason)
     finally:
         for folder in built:
             # an entry another run made while this one waited keeps its own server's log

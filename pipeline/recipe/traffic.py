@@ -119,7 +119,12 @@ class Hardware(Strict):
 
 
 class Promotion(Strict):
-    """How the cheapest passing variant is chosen when cost cannot tell two apart."""
+    """How the cheapest passing variant is searched for, and chosen when cost cannot tell two apart."""
+
+    search: Literal["exhaustive", "cheapest_first"] = Field(
+        "exhaustive", description="exhaustive: every variant measured in full (the whole table);"
+                                  " cheapest_first: every variant's cost measured first, then its quality from the"
+                                  " cheapest up, skipping what cannot change the decision (same decision)")
 
     cost_tie_break: Literal["quality", "size"] = Field(
         "quality", description="variants whose cost intervals overlap are tied on cost; the tie goes to the"

@@ -599,3 +599,65 @@ def test_sequential_evaluation_stops_where_the_full_items_settle(first_run, reci
     document = (newest.with_suffix("") / "report.md").read_text()
     assert "## Sequential evaluation" in document and "**q8_0** agreement: " in document
     assert stops >= 2
+
+
+def _usd(row: dict) -> dict | None:
+    """The row's cost interval when its load passes (its SLO met, a cost known), else None."""
+    capacity = row["capacity"]
+    return capacity["usd_per_1m_tokens"] if capacity and capacity["slo_level"] else None
+
+
+def test_cheapest_first_search_prices_first_and_reaches_the_exhaustive_decision(first_run, recipe, artifacts,
+                                                                                tmp_path):
+    """`promotion.search: cheapest_first` on new evals (fewer items; the load sweeps are the first
+    run's, cached): every variant is priced before any is evaluated, they are evaluated from the
+    cheapest up, and the same recipe searched exhaustively afterwards (measuring only what was left
+    out) reaches the same winner and tie. Which variants are left out depends on the costs the tiny
+    model measured; the rule is restated here from the exhaustive table."""
+    data = yaml.safe_load(recipe.read_text())
+    data["evals"]["limit"] = EVAL_LIMIT - 10
+    data["promotion"] = {"search": "cheapest_first"}
+    searched_recipe = tmp_path / "cheapest-first.yaml"
+    searched_recipe.write_text(yaml.safe_dump(data))
+    searched = quantgate("run", str(searched_recipe), artifacts=artifacts, check=False)
+    assert searched.returncode in (0, 4), searched.stdout + searched.stderr
+    out = searched.stdout
+    assert "load sweep:" not in out  # priced from the first run's cached sweeps
+    priced_at = out.index("cheapest-first search: ")
+    evaluated = [name for name, _ in VARIANTS[1:] if f"[{name}] running task evals" in out]
+    assert all(out.index(f"[{name}] running task evals") > priced_at for name in evaluated)
+    searched_path = max((artifacts / "reports").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    searched_report = json.loads(searched_path.read_text())
+    document = (searched_path.with_suffix("") / "report.md").read_text()
+    searched_rows = {row["variant"]: row for row in searched_report["rows"]}
+    assert sorted(evaluated, key=lambda n: out.index(f"[{n}] running task evals")) == \
+        sorted(evaluated, key=lambda n: (_usd(searched_rows[n])["estimate"], n))
+
+    data["promotion"] = {"search": "exhaustive"}
+    exhaustive_recipe = tmp_path / "exhaustive.yaml"
+    exhaustive_recipe.write_text(yaml.safe_dump(data))
+    exhaustive = quantgate("run", str(exhaustive_recipe), artifacts=artifacts, check=False)
+    assert exhaustive.returncode == searched.returncode
+    report_after = json.loads(max((artifacts / "reports").glob("*.json"), key=lambda p: p.stat().st_mtime)
+                              .read_text())
+    assert (report_after["winner"], report_after["tied"]) == (searched_report["winner"], searched_report["tied"])
+    rows = {row["variant"]: row for row in report_after["rows"]}
+    passing = [row for row in rows.values() if row["passed"]]
+    cheapest = min(passing, key=lambda r: (_usd(r)["estimate"], r["variant"])) if passing else None
+
+    def apart(a: dict, b: dict) -> bool:
+        return (a["low"] is not None and b["high"] is not None and a["low"] > b["high"]) or \
+            (a["high"] is not None and b["low"] is not None and a["high"] < b["low"])
+
+    expected = {name for name, row in rows.items() if not row["reference"] and (
+        _usd(row) is None or (cheapest is not None and (_usd(row)["estimate"], name) >
+                              (_usd(cheapest)["estimate"], cheapest["variant"]) and apart(_usd(row), _usd(cheapest))))}
+    left_out = {name for name, row in searched_rows.items() if row["skipped"]}
+    assert left_out == expected
+    for name in left_out:
+        row = searched_rows[name]
+        assert f"[{name}] running task evals" not in out and f"[{name}] running task evals" in exhaustive.stdout
+        assert row["score"]["agreement"] is None and row["reasons"][0].startswith("not evaluated (cheapest-first")
+        assert row["usd_per_1m_tokens"] == rows[name]["usd_per_1m_tokens"]  # priced: its cost is shown
+        assert f"| {name} | llamacpp |" in document and "not evaluated" in document
+    assert all(f"[{name}] running task evals" not in exhaustive.stdout for name in evaluated)

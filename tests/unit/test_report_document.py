@@ -52,3 +52,14 @@ def test_the_html_page_inlines_its_images_and_marks_verdicts(tmp_path):
     assert base64.b64decode(sources[1].split(",", 1)[1]) == chart.read_bytes()
     assert '<td class="pass">PROMOTED</td>' in page and page.count('<td class="fail">fail</td>') == 2
     assert "<table>" in page and "<h2>Every verdict's reasons</h2>" in page
+
+
+def test_a_variant_the_search_left_out_is_shown_as_not_evaluated_with_why(tmp_path):
+    why = "not evaluated (cheapest-first search): f16 passed at $0.7 and this variant's $0.9 lies wholly above it"
+    rows = [replace(row, passed=False, skipped=why, reasons=[why]) if row.variant == "q8_0" else row
+            for row in REPORT.rows]
+    files = report_document.write(replace(REPORT, rows=rows), "demo-run", tmp_path, {})
+    text = files.markdown.read_text()
+    assert "| q8_0 | llamacpp | Q8_0 | not evaluated |" in text and f"- **q8_0** (not evaluated)\n  - {why}" in text
+    assert "**Verdict: not evaluated.**" in files.cards[1].read_text()
+    assert [row.verdict for row in rows] == ["promoted", "skipped", "fail", "fail"]

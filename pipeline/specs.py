@@ -43,6 +43,9 @@ class QuantizerSpec:
     variant_models: tuple[type, ...]
     env: str | None  # tool environment the backend runs in; None: it runs no tool
     make: Callable[["ToolEnv | None", Any], "Quantizer"]  # (its tool env, the recipe) -> Quantizer
+    # the same inputs make the same bytes (tests/integration/test_reproducible.py checks the ones that
+    # compute); False: a re-run may differ, which its manifests say
+    deterministic: bool = False
 
     def kinds(self) -> list[str]:
         return [model_kind(m) for m in self.variant_models]

@@ -47,6 +47,7 @@ def manifest_identity(variant: Any, key: str, recipe_hash: str, source: SourceRe
         "format": variant.format,
         "recipe_hash": recipe_hash,
         "source": {"key": source.key, "sha256": source.source_sha256},
+        "deterministic": specs.quantizer_for_kind(variant.kind).deterministic,
     }
 
 

@@ -134,5 +134,5 @@ def link_or_copy(source: Path, out: Path) -> None:
 
 SPEC = specs.register_quantizer(specs.QuantizerSpec(
     name="gguf", variant_models=(GGUFVariant,), env="llamacpp",
-    make=lambda env, recipe: GGUFQuantizer(env, recipe.timeouts.quantize),
+    make=lambda env, recipe: GGUFQuantizer(env, recipe.timeouts.quantize), deterministic=True,
 ))

@@ -90,5 +90,5 @@ class GGUFImporter:
 
 SPEC = specs.register_quantizer(specs.QuantizerSpec(
     name="import-gguf", variant_models=(GGUFFileVariant,), env="llamacpp",
-    make=lambda env, recipe: GGUFImporter(env, recipe.timeouts.quantize),
+    make=lambda env, recipe: GGUFImporter(env, recipe.timeouts.quantize), deterministic=True,  # a copy
 ))

@@ -164,6 +164,11 @@ class W4A16AWQVariant(LLMCompressorVariant):
                     "config_groups": _int4_groups(self.group_size, self.symmetric), "ignore": list(self.ignore)})]
 
 
+# In the key: artifacts made before the worker fixed the calibration order (a random order each run)
+# are not the bytes this key now stands for, so they are made again.
+ORDERED_CALIBRATION = "calibration-in-order"
+
+
 def requirements_sha(name: str) -> str:
     """The pinned requirement file of a tool env: when the pins change, the artifacts are redone."""
     return hashlib.sha256((REPO_ROOT / "requirements" / f"{name}.txt").read_bytes()).hexdigest()[:16]
@@ -194,7 +199,8 @@ class LLMCompressorQuantizer:
         self.timeout_s = timeout_s
 
     def key(self, variant: LLMCompressorVariant, source: SourceResult) -> str:
-        parts: list[Any] = ["quantize", source.key, variant.quantize_params(), requirements_sha("llmcompressor")]
+        parts: list[Any] = ["quantize", source.key, variant.quantize_params(), requirements_sha("llmcompressor"),
+                            ORDERED_CALIBRATION]
         if variant.needs_calibration:
             parts.append(calibration_fingerprint(self.calibration))
         return content_key(*parts)
@@ -232,4 +238,5 @@ SPEC = specs.register_quantizer(specs.QuantizerSpec(
     name="llmcompressor", env="llmcompressor",
     variant_models=(FP8DynamicVariant, W8A8Int8Variant, W4A16GPTQVariant, W4A16AWQVariant),
     make=lambda env, recipe: LLMCompressorQuantizer(env, recipe.calibration, recipe.timeouts.quantize),
+    deterministic=True,  # since the worker fixes the calibration order and the seeds
 ))

@@ -93,4 +93,5 @@ class PassthroughQuantizer:
 
 SPEC = specs.register_quantizer(specs.QuantizerSpec(
     name="passthrough", variant_models=(HFVariant,), env=None, make=lambda env, recipe: PassthroughQuantizer(),
+    deterministic=True,  # links
 ))

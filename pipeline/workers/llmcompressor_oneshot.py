@@ -45,6 +45,21 @@ def _allow_cpu_only_pipelines() -> None:
         cache.IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None
 
 
+def _deterministic() -> None:
+    """The same inputs make the same bytes: GPTQ's Hessians and AWQ's scale search accumulate over the
+    calibration batches, so the order of the samples (drawn at random by default, from a generator
+    seeded anew each process) changed the weights of some tensors run to run."""
+    import random
+
+    import numpy
+    import torch
+
+    random.seed(0)
+    numpy.random.seed(0)
+    torch.manual_seed(0)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def quantize(request: OneshotRequest) -> OneshotResult:
     import llmcompressor
     import torch
@@ -65,7 +80,9 @@ def quantize(request: OneshotRequest) -> OneshotResult:
         kwargs = {"dataset": Dataset.from_dict({"text": texts}), "num_calibration_samples": len(texts),
                   "max_seq_length": request.calibration.max_seq_len, "text_column": "text"}
     _allow_cpu_only_pipelines()
-    oneshot(model=model, tokenizer=tokenizer, recipe=recipe, **kwargs)
+    _deterministic()
+    # in the order read (llm-compressor otherwise draws them in a random order each run)
+    oneshot(model=model, tokenizer=tokenizer, recipe=recipe, shuffle_calibration_samples=False, **kwargs)
     out = Path(request.out)
     model.save_pretrained(out, save_compressed=True)
     tokenizer.save_pretrained(out)

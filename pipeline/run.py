@@ -30,7 +30,7 @@ from pipeline.variant import EVERYTHING, LOAD_ONLY, VariantJob, VariantResult, m
 
 
 # `--force STAGE`: the store stages each names
-FORCEABLE = {"source": ("models",), "quantize": ("variants", "gguf-base"), "parity": ("parity",),
+FORCEABLE = {"source": ("models",), "quantize": ("variants", "gguf-base", "imatrix"), "parity": ("parity",),
              "divergence": ("divergence",), "evals": ("evals",), "load": ("load",)}
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates the llama.cpp tool environment in $1 (default .venvs/llamacpp): one cmake build of the
-# llama.cpp vendored in the llama-cpp-python sdist gives llama-server, llama-quantize and the shared
+# llama.cpp vendored in the llama-cpp-python sdist gives llama-server, llama-quantize, llama-imatrix and the shared
 # libraries that llama-cpp-python loads, so the C++ is compiled once, not twice (~6 min on 2 cores).
 # convert_hf_to_gguf.py and its gguf-py come from the same sdist (PyPI gguf 0.19 breaks it).
 set -euo pipefail
@@ -24,12 +24,12 @@ if [ ! -d "$src/vendor/llama.cpp" ]; then
 fi
 
 build="$env_dir/build"
-if [ ! -x "$build/bin/llama-server" ] || [ ! -x "$build/bin/llama-quantize" ]; then
-  echo "[llamacpp] building llama.cpp (llama-server, llama-quantize, shared libraries): several minutes"
+if [ ! -x "$build/bin/llama-server" ] || [ ! -x "$build/bin/llama-quantize" ] || [ ! -x "$build/bin/llama-imatrix" ]; then
+  echo "[llamacpp] building llama.cpp (llama-server, llama-quantize, llama-imatrix, shared libraries): several minutes"
   cmake -S "$src/vendor/llama.cpp" -B "$build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
     -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF >"$env_dir/cmake-configure.log"
-  cmake --build "$build" -j "$(nproc)" --target llama-server llama-quantize llama-perplexity \
+  cmake --build "$build" -j "$(nproc)" --target llama-server llama-quantize llama-perplexity llama-imatrix \
     >"$env_dir/cmake-build.log" 2>&1 || { tail -30 "$env_dir/cmake-build.log"; exit 1; }
 fi
 

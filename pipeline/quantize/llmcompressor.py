@@ -8,23 +8,22 @@ from __future__ import annotations
 
 import hashlib
 import re
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from pipeline import specs
-from pipeline.artifacts import Store, content_key, sha256_file
+from pipeline.artifacts import Store, content_key
 from pipeline.model_info import ModelInfo, divisors, pattern_matches
 from pipeline.quantize import (STAGE, Artifact, built_artifact, cached_artifact, manifest_identity,
                                write_manifest)
+from pipeline.quantize.calibration import calibration_data, calibration_fingerprint
 from pipeline.quantize.passthrough import MODEL_DIR, safetensors_summary
 from pipeline.recipe.schema import CalibrationConfig, VariantConfig
 from pipeline.settings import REPO_ROOT
 from pipeline.source import SourceResult
 from pipeline.toolenv import ToolEnv
-from pipeline.workers.calibration import builtin_texts
-from pipeline.workers.messages import CalibrationData, Modifier, OneshotRequest, OneshotResult
+from pipeline.workers.messages import Modifier, OneshotRequest, OneshotResult
 
 GPTQ = "llmcompressor.modifiers.gptq"
 QUANTIZATION = "llmcompressor.modifiers.quantization"
@@ -172,24 +171,6 @@ ORDERED_CALIBRATION = "calibration-in-order"
 def requirements_sha(name: str) -> str:
     """The pinned requirement file of a tool env: when the pins change, the artifacts are redone."""
     return hashlib.sha256((REPO_ROOT / "requirements" / f"{name}.txt").read_bytes()).hexdigest()[:16]
-
-
-def calibration_fingerprint(config: CalibrationConfig) -> dict[str, Any]:
-    if config.source == "builtin":
-        data = hashlib.sha256("\0".join(builtin_texts()).encode()).hexdigest()
-    elif config.source == "file":
-        path = Path(config.path)  # type: ignore[arg-type]
-        files = sorted(path.glob("*.txt")) if path.is_dir() else [path]
-        data = hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()
-    else:
-        data = f"{config.dataset}:{config.split}"
-    return {**config.model_dump(mode="json", exclude={"path"}), "data": data}
-
-
-def calibration_data(config: CalibrationConfig) -> CalibrationData:
-    return CalibrationData(source=config.source, samples=config.samples, max_seq_len=config.max_seq_len,
-                           text_field=config.text_field, path=str(config.path) if config.path else None,
-                           dataset=config.dataset, split=config.split)
 
 
 class LLMCompressorQuantizer:

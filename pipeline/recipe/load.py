@@ -310,7 +310,7 @@ def _check_against_model(recipe: Recipe, recipe_path: Path) -> None:
     if info is not None:
         for i, variant in checked:
             errors += variant.model_errors(i, info)
-    if any(v.needs_calibration for v in recipe.variants):
+    if any(v.uses_calibration() for v in recipe.variants):
         errors += _calibration_errors(recipe)
     if errors:
         raise RecipeError(f"{recipe_path}: invalid recipe\n  " + "\n  ".join(errors))

@@ -106,6 +106,10 @@ class VariantConfig(Strict):
         """What decides the artifact (its content key and manifest): everything but name, engine, role."""
         return self.model_dump(exclude={"name", "engine", "reference"})
 
+    def uses_calibration(self) -> bool:
+        """Whether this variant reads the recipe's calibration data (its kind's default)."""
+        return self.needs_calibration
+
     def check_files(self) -> str | None:
         """What is wrong with the files its `path_fields` name (they exist by then), or None."""
         return None

@@ -1,5 +1,5 @@
-"""Calibration texts for llm-compressor (standard library only, so the orchestrator can count them
-at plan time and the quantizer environment can load them the same way).
+"""Calibration texts for llm-compressor and llama-imatrix (standard library only, so the orchestrator
+can count them at plan time and each quantizer environment can load them the same way).
 """
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ import importlib.util
 import inspect
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.workers.messages import CalibrationData
 
 # Modules with long, plain-English docstrings; the same on every CPython 3.11+.
 BUILTIN_MODULES = (
@@ -62,3 +65,20 @@ def file_texts(path: Path, text_field: str = "text") -> list[str]:
                 texts.append(str(record[text_field]))
         return [t for t in texts if t.strip()]
     return [p.strip() for p in path.read_text().split("\n\n") if p.strip()]
+
+
+def calibration_texts(spec: CalibrationData) -> list[str]:
+    """The first `samples` texts of the recipe's calibration source, in its order."""
+    if spec.source == "builtin":
+        texts = builtin_texts()
+    elif spec.source == "file":
+        assert spec.path is not None
+        texts = file_texts(Path(spec.path), spec.text_field)
+    else:  # a hub dataset: needs a network or a warm datasets cache
+        from datasets import load_dataset
+
+        data = load_dataset(spec.dataset, split=spec.split)
+        texts = [str(t) for t in data[spec.text_field] if str(t).strip()]
+    if len(texts) < spec.samples:
+        raise ValueError(f"calibration has {len(texts)} samples, {spec.samples} asked")
+    return texts[: spec.samples]

@@ -8,6 +8,7 @@ reads the per-tensor types back, because k-quants silently fall back on widths n
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 import re
 import resource
@@ -16,9 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.workers.calibration import calibration_texts
 from pipeline.workers.handoff import serve
-from pipeline.workers.messages import (GGUFConvertRequest, GGUFFile, GGUFInspectRequest, GGUFQuantizeRequest,
-                                       GGUFTensor)
+from pipeline.workers.messages import (GGUFConvertRequest, GGUFFile, GGUFImatrixRequest, GGUFInspectRequest,
+                                       GGUFQuantizeRequest, GGUFTensor, ImatrixResult)
 
 
 def convert(request: GGUFConvertRequest) -> GGUFFile:
@@ -44,8 +46,37 @@ def _peak_rss_mb() -> float:
 def quantize(request: GGUFQuantizeRequest) -> GGUFFile:
     out = Path(request.out)
     started = time.monotonic()
-    subprocess.run([request.llama_quantize, request.base, str(out), request.type, str(request.threads)], check=True)
+    # llama-quantize writes the importance matrix's path into the file's metadata: named from its own
+    # folder, so the bytes do not depend on where the store is
+    imatrix = ["--imatrix", Path(request.imatrix).name] if request.imatrix else []
+    subprocess.run([request.llama_quantize, *imatrix, str(Path(request.base).resolve()), str(out.resolve()),
+                    request.type, str(request.threads)], check=True,
+                   cwd=Path(request.imatrix).parent if request.imatrix else None)
     return inspect(out, seconds=round(time.monotonic() - started, 2), peak_rss_mb=_peak_rss_mb())
+
+
+def imatrix(request: GGUFImatrixRequest) -> ImatrixResult:
+    """The importance matrix: mean squared activations into every weight, over the calibration texts
+    (the recipe's first `samples`, joined), `samples` chunks of `max_seq_len` tokens at most."""
+    out = Path(request.out).resolve()
+    texts = calibration_texts(request.calibration)
+    text_file = out.with_name("calibration.txt")
+    text_file.write_text("\n\n".join(texts))
+    started = time.monotonic()
+    # run beside its files, named without a folder: llama-imatrix records the text file's path in the
+    # matrix (and llama-quantize copies it into the model), so the bytes would depend on the store's place
+    run = subprocess.run([request.llama_imatrix, "-m", str(Path(request.base).resolve()), "-f", text_file.name,
+                          "-o", out.name, "-c", str(request.calibration.max_seq_len),
+                          "--chunks", str(request.calibration.samples), "-t", str(request.threads), "--no-ppl"],
+                         capture_output=True, text=True, cwd=out.parent)
+    print(run.stdout + run.stderr, file=sys.stderr)  # the worker's log keeps the tool's
+    if run.returncode != 0 or not out.is_file():
+        tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-5:])
+        raise RuntimeError(f"llama-imatrix exited {run.returncode}: {tail}")
+    chunks = re.search(r"computing over (\d+) chunks", run.stdout + run.stderr)
+    return ImatrixResult(seconds=round(time.monotonic() - started, 2),
+                         calibration_sha256=hashlib.sha256("\0".join(texts).encode()).hexdigest(),
+                         chunks=int(chunks.group(1)) if chunks else 0, peak_rss_mb=_peak_rss_mb())
 
 
 def inspect_file(request: GGUFInspectRequest) -> GGUFFile:
@@ -83,4 +114,4 @@ def inspect(path: Path, seconds: float = 0.0, peak_rss_mb: float | None = None) 
 
 
 if __name__ == "__main__":
-    serve(convert, quantize, inspect_file)
+    serve(convert, quantize, inspect_file, imatrix)

@@ -13,25 +13,9 @@ import resource
 import time
 from pathlib import Path
 
-from pipeline.workers.calibration import builtin_texts, file_texts
+from pipeline.workers.calibration import calibration_texts
 from pipeline.workers.handoff import serve
-from pipeline.workers.messages import CalibrationData, OneshotRequest, OneshotResult
-
-
-def calibration_texts(spec: CalibrationData) -> list[str]:
-    if spec.source == "builtin":
-        texts = builtin_texts()
-    elif spec.source == "file":
-        assert spec.path is not None
-        texts = file_texts(Path(spec.path), spec.text_field)
-    else:  # a hub dataset: needs a network or a warm datasets cache
-        from datasets import load_dataset
-
-        data = load_dataset(spec.dataset, split=spec.split)
-        texts = [str(t) for t in data[spec.text_field] if str(t).strip()]
-    if len(texts) < spec.samples:
-        raise ValueError(f"calibration has {len(texts)} samples, {spec.samples} asked")
-    return texts[: spec.samples]
+from pipeline.workers.messages import OneshotRequest, OneshotResult
 
 
 def _allow_cpu_only_pipelines() -> None:

@@ -271,6 +271,7 @@ class GGUFQuantizeRequest:
     out: str
     type: str
     threads: int
+    imatrix: str | None = None  # an importance matrix file (llama-imatrix's) to weight the rounding by
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -288,6 +289,26 @@ class CalibrationData:
     path: str | None = None
     dataset: str | None = None
     split: str = "train"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImatrixResult:
+    seconds: float
+    calibration_sha256: str  # of the texts read, as llm-compressor's oneshot reports it
+    chunks: int  # of `max_seq_len` tokens, as llama-imatrix counted them
+    peak_rss_mb: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class GGUFImatrixRequest:
+    """llama-imatrix over the recipe's calibration texts, in chunks of `calibration.max_seq_len` tokens."""
+
+    result: ClassVar[type] = ImatrixResult
+    llama_imatrix: str
+    base: str  # the F16 GGUF the activations are collected on
+    out: str
+    calibration: CalibrationData
+    threads: int
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.integration
 ENVS = REPO_ROOT / ".venvs"
 VARIANTS = {
     "q4_k_m": {"kind": "gguf", "type": "Q4_K_M"},
+    "q4_k_m-imatrix": {"kind": "gguf", "type": "Q4_K_M", "imatrix": True},
     "gptq": {"kind": "w4a16_gptq", "engine": "vllm"},
     "awq": {"kind": "w4a16_awq", "engine": "vllm"},
 }
@@ -37,7 +38,8 @@ def recipe(tmp_path_factory, tiny_model):
     data = {"name": "reproducible", "model": {"kind": "local", "path": str(tiny_model)},
             "variants": [{"name": "f16", "kind": "gguf", "type": "F16", "reference": True},
                          {"name": "bf16", "kind": "hf", "engine": "vllm", "reference": True},
-                         *({"name": name, **fields} for name, fields in VARIANTS.items())],
+                         *({"name": name, **fields} for name, fields in VARIANTS.items()),
+                         {"name": "q2_k-imatrix", "kind": "gguf", "type": "Q2_K", "imatrix": True}],
             "calibration": {"samples": 8, "max_seq_len": 64},
             "evals": {"tasks": ["agreement"]},
             "hardware": {"name": "ci", "usd_per_hour": 0.1},
@@ -61,3 +63,24 @@ def test_quantizing_twice_makes_the_same_bytes(recipe, tmp_path, name):
     assert first["key"] == second["key"]
     assert first["sha256"] == second["sha256"], f"{name}: the same key made different bytes"
     assert first["deterministic"] is True
+
+
+def test_an_importance_matrix_is_made_once_for_the_types_that_ask_and_changes_their_rounding(recipe, tmp_path):
+    store = Store(tmp_path / "store")
+    model = source.run(recipe.model, store, tool_env(TRANSFORMERS, ENVS), recipe.timeouts.source)
+    made = {}
+    for name in ("q4_k_m", "q4_k_m-imatrix", "q2_k-imatrix"):
+        variant = next(v for v in recipe.variants if v.name == name)
+        made[name] = quantizer_for(variant.kind, ENVS, recipe).quantize(variant, model, store,
+                                                                        recipe.content_hash()).manifest
+    imatrices = [p for p in (tmp_path / "store" / "imatrix").iterdir() if (p / "result.json").is_file()]
+    assert len(imatrices) == 1  # computed once, on the F16 conversion, for both types
+    weighted = made["q4_k_m-imatrix"]["imatrix"]
+    assert weighted == made["q2_k-imatrix"]["imatrix"] and weighted["key"] == imatrices[0].name
+    assert weighted["chunks"] == recipe.calibration.samples  # 8 chunks of 64 tokens: the texts hold more
+    assert weighted["calibration"]["samples"] == 8 and len(weighted["calibration"]["samples_sha256"]) == 64
+    assert "imatrix" not in made["q4_k_m"] and made["q4_k_m"]["key"] != made["q4_k_m-imatrix"]["key"]
+    # the same type and tensor types, other bytes: the rounding followed the importance matrix
+    assert made["q4_k_m"]["tensor_type_counts"] == made["q4_k_m-imatrix"]["tensor_type_counts"]
+    assert made["q4_k_m"]["sha256"] != made["q4_k_m-imatrix"]["sha256"]
+    assert made["q4_k_m-imatrix"]["quantization"] == {"kind": "gguf", "type": "Q4_K_M", "imatrix": True}

@@ -141,3 +141,18 @@ def test_the_cpu_class_is_part_of_the_engine_build(all_keys, monkeypatch):
     for name in LLAMACPP + VLLM:
         assert all(before[name][kind] != after[name][kind] for kind in MEASURED), name
         assert before[name]["artifact"] == after[name]["artifact"]  # the quantized file does not depend on it
+
+
+def test_an_importance_matrix_keys_only_its_variants_artifact_and_follows_the_calibration(all_keys):
+    """`imatrix: true` makes another artifact than the same type without it, whose key follows the
+    calibration texts; the other llama.cpp variants keep their keys whatever the calibration."""
+    def with_q4(imatrix: bool, samples: int = 32) -> Callable[[dict], None]:
+        def change(d: dict) -> None:
+            d["variants"].append({"name": "q4", "kind": "gguf", "type": "Q4_K_M", **({"imatrix": True} if imatrix else {})})
+            d["calibration"] = {"samples": samples}
+        return change
+
+    plain, weighted, other_texts = all_keys(with_q4(False)), all_keys(with_q4(True)), all_keys(with_q4(True, 16))
+    assert plain["q4"]["artifact"] != weighted["q4"]["artifact"] != other_texts["q4"]["artifact"]
+    assert all_keys(with_q4(False, 16))["q4"]["artifact"] == plain["q4"]["artifact"]
+    assert {name: plain[name] for name in LLAMACPP} == {name: other_texts[name] for name in LLAMACPP}

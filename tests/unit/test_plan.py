@@ -63,15 +63,16 @@ def keys(plan: Plan, which: str) -> dict[str, str]:
 
 def test_plan_lists_every_variant_with_distinct_keys(plan_for):
     plan = plan_for()
-    assert [v.name for v in plan.variants] == ["f16", "q8_0", "q4_k_m", "q2_k",
+    assert [v.name for v in plan.variants] == ["f16", "q8_0", "q4_k_m", "q2_k", "q4_k_m-imatrix", "q2_k-imatrix",
                                                "bf16", "fp8", "w8a8-int8", "w4a16-gptq", "w4a16-awq"]
-    assert [v.reference for v in plan.variants] == [True, False, False, False, True, False, False, False, False]
-    assert [v.engine for v in plan.variants] == ["llamacpp"] * 4 + ["vllm"] * 5
+    assert [v.reference for v in plan.variants] == [True] + [False] * 5 + [True] + [False] * 4
+    assert [v.engine for v in plan.variants] == ["llamacpp"] * 6 + ["vllm"] * 5
     assert plan.variants[2].params == {"kind": "gguf", "type": "Q4_K_M"}
+    assert plan.variants[4].params == {"kind": "gguf", "type": "Q4_K_M", "imatrix": True}
     for which in ("artifact", "eval", "load"):
-        assert len(set(keys(plan, which).values())) == 9
+        assert len(set(keys(plan, which).values())) == 11
     all_keys = [k for which in ("artifact", "eval", "load") for k in keys(plan, which).values()]
-    assert len(set(all_keys)) == 27
+    assert len(set(all_keys)) == 33
 
 
 def test_keys_are_deterministic(plan_for):
@@ -82,7 +83,7 @@ def test_fresh_store_has_everything_to_do_but_a_local_source(plan_for):
     plan = plan_for()
     assert plan.source_cached  # a local directory is used in place
     assert not any(v.quantize_cached or v.eval_cached or v.load_cached for v in plan.variants)
-    assert plan.work_left == 9
+    assert plan.work_left == 11
 
 
 def test_changing_one_variant_type_changes_only_its_keys(plan_for):
@@ -102,7 +103,7 @@ def test_renaming_a_variant_keeps_its_keys(plan_for):
     assert keys(after, "load")["medium"] == keys(before, "load")["q4_k_m"]
 
 
-GGUF_NAMES = {"f16", "q8_0", "q4_k_m", "q2_k"}
+GGUF_NAMES = {"f16", "q8_0", "q4_k_m", "q2_k", "q4_k_m-imatrix", "q2_k-imatrix"}
 
 
 @pytest.mark.parametrize("change", [lambda d: d["load"].update(requests_per_level=32),
@@ -171,7 +172,7 @@ def test_cached_artifact_flips_only_quantize_cached(plan_for, settings):
     assert changed["q8_0"].artifact_key == q8.artifact_key
     others_before = [v for v in before.variants if v.name != "q8_0"]
     assert [v for v in after.variants if v.name != "q8_0"] == others_before
-    assert after.work_left == before.work_left == 9  # q8_0 still has evals and load to do
+    assert after.work_left == before.work_left == 11  # q8_0 still has evals and load to do
 
 
 def test_entry_without_result_json_is_not_cached(plan_for, settings):
@@ -190,7 +191,7 @@ def test_work_left_counts_variants_with_anything_to_do(plan_for, settings):
     for stage, key in ((evals.STAGE, partly.eval_key), (load.STAGE, partly.load_key)):
         write_json(settings.artifacts / stage / key / RESULT_FILE, {})
     after = plan_for()
-    assert after.work_left == 8
+    assert after.work_left == 10
     f16 = next(v for v in after.variants if v.name == "f16")
     assert f16.quantize_cached and f16.eval_cached and f16.load_cached
 

@@ -428,3 +428,11 @@ def test_names_that_would_lead_outside_the_artifacts_are_refused(tmp_path, field
             data[key] = value
     message = recipe_error(write_recipe(tmp_path, demo_with(change)))
     assert field in message and "should match pattern" in message, message
+
+
+@pytest.mark.parametrize("gguf_type", ["F16", "Q8_0"])
+def test_an_importance_matrix_on_a_type_that_ignores_it_is_refused(tmp_path, gguf_type):
+    path = write_recipe(tmp_path, demo_with(lambda d: d["variants"][1].update(type=gguf_type, imatrix=True)))
+    message = recipe_error(path)
+    assert "variants[1]" in message and f"imatrix: {gguf_type} does not use an importance matrix" in message
+    assert "Q4_K_M" in message

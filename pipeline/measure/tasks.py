@@ -12,17 +12,19 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
+import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
 
 from pipeline import specs
-from pipeline.artifacts import sha256_file
+from pipeline.artifacts import content_key, sha256_file, write_json
 from pipeline.recipe.schema import EvalsConfig, TaskRef
 from pipeline.settings import REPO_ROOT
-from pipeline.toolenv import ToolEnvMissing, tool_env
+from pipeline.toolenv import ToolEnv, ToolEnvMissing, tool_env
+from pipeline.workers.handoff import from_plain, to_plain
 from pipeline.workers.messages import EvalTask, SubtaskInfo, TaskInfo, TaskLookupRequest, TaskQuery
 
 EVALSETS_DIR = REPO_ROOT / "evalsets"
@@ -220,14 +222,70 @@ def _check(ref: TaskRef, info: TaskInfo, where: str, chat_template: bool | None,
 
 
 def _lookup(queries: list[TaskQuery], engines: tuple[str, ...], envs_root: Path) -> list[TaskInfo]:
-    """Ask lm-eval (in the first engine env that is set up) for these references."""
+    """Ask lm-eval (in the first engine env that is set up) for these references; a task by path
+    whose files have not changed since is answered from that env's lookup cache."""
     for engine in engines:
         env = tool_env(specs.engine(engine).env, envs_root)
         if env.python.is_file() and env.version("lm_eval"):
-            registry = any(q.path is None for q in queries)  # indexing the registry costs ~20 s
-            with tempfile.TemporaryDirectory(prefix="quantgate-tasks-") as scratch:
-                return env.run_worker("pipeline.workers.lmeval_tasks",
-                                      TaskLookupRequest(queries=queries, registry=registry),
-                                      Path(scratch), "lmeval_tasks.log", timeout_s=LOOKUP_TIMEOUT_S).tasks
+            found = {q.index: info for q in queries if (info := _cached_lookup(env, q)) is not None}
+            todo = [q for q in queries if q.index not in found]
+            if todo:
+                registry = any(q.path is None for q in todo)  # indexing the registry costs ~20 s
+                with tempfile.TemporaryDirectory(prefix="quantgate-tasks-") as scratch:
+                    for info in env.run_worker("pipeline.workers.lmeval_tasks",
+                                               TaskLookupRequest(queries=todo, registry=registry), Path(scratch),
+                                               "lmeval_tasks.log", timeout_s=LOOKUP_TIMEOUT_S).tasks:
+                        found[info.index] = info
+                        _remember_lookup(env, next(q for q in todo if q.index == info.index), info)
+            return [found[q.index] for q in queries]
     raise ToolEnvMissing("looking lm-eval tasks up needs lm-eval from an engine environment"
                          f" ({', '.join(specs.engine(e).env for e in engines)}): run `make setup`")
+
+
+# --- the lookup cache: `quantgate validate` in well under a second once a task has been looked up ---
+LOOKUP_CACHE = "task-lookups"  # in the engine env that looked the task up (a new env starts empty)
+MAX_TREE_FILES = 2000  # a task folder bigger than this is looked up every time (its listing is the key)
+
+
+def _lookup_key(env: ToolEnv, query: TaskQuery) -> str | None:
+    """What decides a task-by-path lookup: lm-eval's version and the folder's files (names, sizes,
+    times); None for a registry name (whether its data is in the hub cache can change)."""
+    if query.path is None:
+        return None
+    path = Path(query.path)
+    folder = path if path.is_dir() else path.parent
+    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    if not files or len(files) > MAX_TREE_FILES:
+        return None
+    tree = [(str(p.relative_to(folder)), *_stamp(p)) for p in files]
+    return content_key("task-lookup", env.version("lm_eval"), query.task, str(path.resolve()), tree)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _cached_lookup(env: ToolEnv, query: TaskQuery) -> TaskInfo | None:
+    key = _lookup_key(env, query)
+    entry = env.root / LOOKUP_CACHE / f"{key}.json"
+    if key is None or not entry.is_file():
+        return None
+    try:
+        saved = json.loads(entry.read_text())
+        if any(not Path(f).is_file() or list(_stamp(Path(f))) != stamp for f, stamp in saved["files"].items()):
+            return None  # a file it reads outside its folder changed
+        return replace(from_plain(saved["info"], TaskInfo), index=query.index)
+    except (OSError, ValueError, KeyError, TypeError):  # HandoffError is a ValueError
+        return None  # an unreadable entry is looked up again
+
+
+def _remember_lookup(env: ToolEnv, query: TaskQuery, info: TaskInfo) -> None:
+    """Kept only for a task that was found and reads local files alone (nothing that can appear later)."""
+    key = _lookup_key(env, query)
+    if key is None or info.error is not None or not all(sub.data == "local" for sub in info.subtasks):
+        return
+    files = sorted({f for sub in info.subtasks for f in sub.files if Path(f).is_file()})
+    write_json(env.root / LOOKUP_CACHE / f"{key}.json",
+               {"info": to_plain(info), "files": {f: list(_stamp(Path(f))) for f in files}})
+

@@ -103,3 +103,35 @@ def test_a_group_is_gated_per_member_or_pooled_as_the_recipe_says(tmp_path, tiny
     with pytest.raises(Exception) as info:
         load_recipe(write(tmp_path, tiny_model, [{"path": str(folder), "task": "qg_inline"}]))
     assert "group qg_inline's inline task 'qg_again' uses include:" in str(info.value)
+
+
+def test_a_task_by_path_is_looked_up_once_until_its_files_change(tmp_path, tiny_model, user_tasks, llamacpp,
+                                                                 monkeypatch):
+    """The engine env keeps what lm-eval said of a task folder (`quantgate validate` then needs no
+    lm-eval process): the same files are answered from it; an edited YAML is looked up anew."""
+    import shutil
+
+    from pipeline.toolenv import ToolEnv
+
+    folder = tmp_path / "mine"
+    shutil.copytree(user_tasks, folder)
+    recipe = load_recipe(write(tmp_path, tiny_model, [{"path": str(folder), "task": "qg_length"}]))  # looks up
+    workers: list[str] = []
+    real = ToolEnv.run_worker
+    monkeypatch.setattr(ToolEnv, "run_worker", lambda self, module, *args, **kwargs:
+                        workers.append(module) or real(self, module, *args, **kwargs))
+
+    def resolved() -> tasks.ResolvedTask:
+        tasks._infos.cache_clear()  # the per-process memo; the env's cache is what is tested
+        task, = tasks.resolve(recipe.evals, recipe.engines_used(), Settings().envs)
+        return task
+
+    cached = resolved()
+    assert workers == [] and (cached.metric, cached.info.cwd) == ("acc", str(folder))
+    assert [s.name for s in cached.info.subtasks] == ["qg_length"] and cached.info.index == 0
+    (folder / "length.yaml").write_text((folder / "length.yaml").read_text().replace(
+        "  - metric: acc\n", "  - metric: acc\n  - metric: acc_norm\n"))
+    edited = resolved()
+    assert workers == ["pipeline.workers.lmeval_tasks"] and edited.info.subtasks[0].metrics == ["acc", "acc_norm"]
+    resolved()
+    assert len(workers) == 1  # the edited folder is cached in its turn

@@ -23,7 +23,7 @@ from pipeline.recipe.schema import (GGUFSource, LocalSource, PackageFileSource, 
 from pipeline.settings import Settings
 from pipeline.source import package_file, unsafe_model_dir
 from pipeline.toolenv import ToolEnvMissing
-from pipeline.workers.calibration import builtin_texts, file_texts
+from pipeline.workers.calibration import builtin_text_count, builtin_texts, file_texts
 
 
 def load_recipe(path: str | Path, envs_root: Path | None = None) -> Recipe:
@@ -321,6 +321,8 @@ def _calibration_errors(recipe: Recipe) -> list[str]:
     if calibration.source == "hf":
         return []  # a hub dataset is known only once downloaded
     if calibration.source == "builtin":
+        if builtin_text_count(calibration.samples) >= calibration.samples:
+            return []
         texts = builtin_texts()
     else:
         path = Path(calibration.path)  # type: ignore[arg-type]

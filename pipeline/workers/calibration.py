@@ -8,9 +8,10 @@ import ast
 import functools
 import importlib.util
 import inspect
+import itertools
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 if TYPE_CHECKING:
     from pipeline.workers.messages import CalibrationData
@@ -30,15 +31,25 @@ def builtin_texts() -> list[str]:
     return list(_builtin_texts())
 
 
+def builtin_text_count(at_least: int) -> int:
+    """How many built-in texts there are, counted up to `at_least` (enough to check a recipe's
+    `samples` without reading every module: the first modules hold that many)."""
+    return sum(1 for _ in itertools.islice(_docstrings(), at_least))
+
+
 @functools.lru_cache(maxsize=1)
 def _builtin_texts() -> tuple[str, ...]:
-    """Docstrings of standard-library modules, classes and functions, longest first, deduplicated.
+    """Docstrings of standard-library modules, classes and functions, longest first, deduplicated."""
+    return tuple(sorted(_docstrings(), key=lambda t: (-len(t), t)))
+
+
+def _docstrings() -> Iterator[str]:
+    """The long docstrings of BUILTIN_MODULES, each once, module by module.
 
     Read from the source files with `ast`, not by importing: what an import exposes depends on
     what else the process imported, and calibration data must be the same in every process.
     """
     seen: set[str] = set()
-    texts: list[str] = []
     for name in BUILTIN_MODULES:
         spec = importlib.util.find_spec(name)
         if spec is None or not str(spec.origin).endswith(".py"):
@@ -49,8 +60,7 @@ def _builtin_texts() -> tuple[str, ...]:
             doc = inspect.cleandoc(ast.get_docstring(node, clean=False) or "")
             if len(doc) >= MIN_CHARS and doc not in seen:
                 seen.add(doc)
-                texts.append(doc)
-    return tuple(sorted(texts, key=lambda t: (-len(t), t)))
+                yield doc
 
 
 def file_texts(path: Path, text_field: str = "text") -> list[str]:

@@ -11,7 +11,7 @@ import yaml
 from pipeline.measure.texts import text_file
 from pipeline.recipe.load import load_recipe
 from pipeline.recipe.messages import RecipeError
-from pipeline.workers.calibration import builtin_texts, file_texts
+from pipeline.workers.calibration import builtin_text_count, builtin_texts, file_texts
 
 
 def write(tmp_path: Path, variants: list[dict], calibration: dict | None = None, hidden: int = 576,
@@ -106,6 +106,15 @@ def test_builtin_calibration_is_deterministic_and_large_enough():
     texts = builtin_texts()
     assert len(texts) >= 256 and texts == builtin_texts()
     assert all(len(t) >= 200 for t in texts)
+
+
+def test_more_builtin_samples_than_exist_are_refused_with_the_count(tmp_path):
+    """The check counts only as far as the recipe asks (validate stays fast), and still names the total."""
+    total = len(builtin_texts())
+    assert [builtin_text_count(n) for n in (32, total, total + 5)] == [32, total, total]
+    message = error(write(tmp_path, [{"name": "g", "kind": "w4a16_gptq"}], {"samples": total + 1}))
+    assert f"calibration.samples: {total + 1} asked, but the builtin calibration data holds {total} samples" in message
+    load_recipe(write(tmp_path, [{"name": "g", "kind": "w4a16_gptq"}], {"samples": total}))
 
 
 def test_calibration_file_formats(tmp_path):

@@ -1,10 +1,13 @@
 """Reproducible quantization: every backend, run twice on the same inputs into two stores, makes the
 same key and the same bytes (the manifest's sha256), so a cached artifact stands for any re-run.
+GGUF is run through its longest path (F16 conversion, importance matrix, llama-quantize), and
+llm-compressor through GPTQ, the scheme that was not reproducible (AWQ came out the same either way).
 
 llm-compressor drew its calibration samples in a new random order each process, and GPTQ's
 Hessians accumulate over them: on this tiny model 8 of GPTQ's 48 tensors came out different run to
-run before the worker fixed the order and the seeds (this test then fails for GPTQ; AWQ's 8 samples
-came out the same either way here).
+run before the worker fixed the order and the seeds (this test then fails for GPTQ). The importance
+matrix recorded its text file's path, and the quantized model the matrix's: two stores, two files,
+until the tools were run beside their files.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ VARIANTS = {
     "q4_k_m": {"kind": "gguf", "type": "Q4_K_M"},
     "q4_k_m-imatrix": {"kind": "gguf", "type": "Q4_K_M", "imatrix": True},
     "gptq": {"kind": "w4a16_gptq", "engine": "vllm"},
-    "awq": {"kind": "w4a16_awq", "engine": "vllm"},
 }
 
 
@@ -49,7 +51,7 @@ def recipe(tmp_path_factory, tiny_model):
     return load_recipe(path)
 
 
-@pytest.mark.parametrize("name", list(VARIANTS))
+@pytest.mark.parametrize("name", ["q4_k_m-imatrix", "gptq"])  # one per backend that computes, its longest path
 def test_quantizing_twice_makes_the_same_bytes(recipe, tmp_path, name):
     variant = next(v for v in recipe.variants if v.name == name)
     manifests = []

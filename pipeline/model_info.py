@@ -10,6 +10,7 @@ without a network gives None.
 from __future__ import annotations
 
 import json
+import mmap
 import re
 import struct
 from dataclasses import dataclass
@@ -119,43 +120,64 @@ _GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?",
 
 def gguf_metadata(path: Path, wanted: Callable[[str], bool]) -> dict[str, object]:
     """The metadata values of a GGUF file (v2/v3 header) whose keys `wanted` accepts; arrays are
-    skipped (their values read as None, or True for a string array such as a chat template's)."""
+    skipped (their values read as None). Read through a memory map, string arrays (a vocabulary's
+    50k tokens and merges) stepped over without decoding: `quantgate validate` reads this."""
     found: dict[str, object] = {}
     with open(path, "rb") as f:
-        if f.read(4) != b"GGUF":
+        try:
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # an empty file cannot be mapped
+            data = b""
+    try:
+        if data[:4] != b"GGUF":
             raise ValueError(f"{path} is not a GGUF file")
-        header = f.read(20)
-        if len(header) < 20:
+        if len(data) < 24:
             raise ValueError(f"{path} is a truncated GGUF file (its header is cut short)")
-        _version, _n_tensors, n_kv = struct.unpack("<IQQ", header)
+        _version, _n_tensors, n_kv = struct.unpack_from("<IQQ", data, 4)
+        at = 24
 
-        def read_str() -> str:
-            (length,) = struct.unpack("<Q", f.read(8))
-            return f.read(length).decode("utf-8", errors="replace")
+        def read_str(decode: bool = True) -> str | None:
+            nonlocal at
+            (length,) = struct.unpack_from("<Q", data, at)
+            at += 8 + length
+            if at > len(data):
+                raise struct.error("a string runs past the end of the file")
+            return data[at - length:at].decode("utf-8", errors="replace") if decode else None
 
         def read_value(kind: int) -> object:
+            nonlocal at
             if kind == 8:
                 return read_str()
             if kind == 9:
-                item_kind, count = struct.unpack("<IQ", f.read(12))
-                if item_kind in _GGUF_SCALARS:  # skip arrays of scalars in one seek
-                    f.seek(count * struct.calcsize("<" + _GGUF_SCALARS[item_kind]), 1)
-                    return None
-                for _ in range(count):
-                    read_value(item_kind)
+                item_kind, count = struct.unpack_from("<IQ", data, at)
+                at += 12
+                if item_kind in _GGUF_SCALARS:  # arrays of scalars: one step
+                    at += count * struct.calcsize("<" + _GGUF_SCALARS[item_kind])
+                elif item_kind == 8:
+                    for _ in range(count):
+                        read_str(decode=False)
+                else:
+                    for _ in range(count):
+                        read_value(item_kind)
                 return None
             fmt = "<" + _GGUF_SCALARS[kind]
-            return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+            (value,) = struct.unpack_from(fmt, data, at)
+            at += struct.calcsize(fmt)
+            return value
 
         try:
             for _ in range(n_kv):
                 key = read_str()
-                (kind,) = struct.unpack("<I", f.read(4))
+                (kind,) = struct.unpack_from("<I", data, at)
+                at += 4
                 value = read_value(kind)
                 if wanted(key):
                     found[key] = value
         except (struct.error, KeyError) as exc:  # cut short, or a value type GGUF does not have
             raise ValueError(f"{path} is a truncated or damaged GGUF file ({type(exc).__name__}: {exc})") from None
+    finally:
+        if isinstance(data, mmap.mmap):
+            data.close()
     return found
 
 

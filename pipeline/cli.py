@@ -138,7 +138,8 @@ def run(
     recipe: Path = typer.Argument(..., help="recipe YAML file"),
     force: list[str] = typer.Option([], "--force", metavar="STAGE",
                                     help="make this stage again instead of reusing it (repeatable): "
-                                         "source, quantize, parity, divergence, evals, load"),
+                                         "source, quantize, parity, divergence, evals, load; record: decide "
+                                         "and record again though nothing changed"),
 ) -> None:
     """Quantize, serve, evaluate, benchmark, record and promote. Running it again after an
     interruption finishes the run from what is cached, into the same MLflow parent run."""
@@ -179,10 +180,10 @@ def run(
         err.print(f"[bold red]failed:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
         raise typer.Exit(EXIT_BROKEN)
     print_summary(outcome)
-    if broken := pipeline_run.broken(outcome.results):
-        err.print(f"[bold red]run broken:[/] {escape('; '.join(broken))}", markup=True, soft_wrap=True)
+    if outcome.broken:
+        err.print(f"[bold red]run broken:[/] {escape('; '.join(outcome.broken))}", markup=True, soft_wrap=True)
         raise typer.Exit(EXIT_BROKEN)
-    if outcome.decision.winner is None:
+    if outcome.report.winner is None:
         raise typer.Exit(EXIT_NOTHING_PASSED)
 
 
@@ -331,7 +332,8 @@ def print_summary(outcome) -> None:
     if report.registry:
         console.print(f"[bold]registry:[/] {escape(report.registry.name)} → {escape(report.registry.note)}")
     console.print(escape(f"MLflow: {report.tracking_uri} (parent run {report.mlflow_parent_run}); `make ui` to browse"))
-    console.print(escape(f"report: {outcome.report_path}; wall time {outcome.seconds:.0f} s"))
+    console.print(escape(f"report: {outcome.report_path}; wall time {outcome.seconds:.0f} s; quantgate's own CPU"
+                         f" time {outcome.own_cpu_seconds:.1f} s (the rest is its tools and servers)"))
 
 
 def print_load(report, recipe) -> None:

@@ -94,6 +94,8 @@ class Report:
     registry: Registry | None = None
     mlflow_parent_run: str | None = None
     tracking_uri: str | None = None
+    inputs: str | None = None  # fingerprint of the recipe, content keys and code it follows from (run.py)
+    broken: list[str] = field(default_factory=list)  # why its decision rests on failures (run.broken)
 
     def row(self, variant: str) -> ReportRow:
         return next(r for r in self.rows if r.variant == variant)
@@ -130,7 +132,8 @@ class Report:
 
 def build(recipe_name: str, recipe_hash: str, tasks: list[str], results: list[VariantResult],
           capacities: dict[str, Capacity | None], decision: Decision, level_name: Callable[[float], str],
-          slo_percentile: float, thresholds: dict[str, float] | None = None) -> Report:
+          slo_percentile: float, thresholds: dict[str, float] | None = None, inputs: str | None = None,
+          broken: list[str] | None = None) -> Report:
     """One row per variant with the figures the summary table and MLflow show."""
     references = {r.engine: r for r in results if r.reference}
     metrics: dict[str, str] = {}
@@ -176,7 +179,7 @@ def build(recipe_name: str, recipe_hash: str, tasks: list[str], results: list[Va
         ))
     return Report(recipe=recipe_name, recipe_hash=recipe_hash, tasks=list(tasks), metrics=metrics,
                   winner=decision.winner, decision=decision.reason, rows=rows, tied=decision.tied,
-                  thresholds=thresholds or {})
+                  thresholds=thresholds or {}, inputs=inputs, broken=list(broken or []))
 
 
 def _items(result: VariantResult | None, task: str) -> int | None:

@@ -6,12 +6,16 @@ priced first (quantize and load sweep), then measured in full from the cheapest 
 
 One run of a recipe at a time on a host (a second waits, then reuses what the first made); an
 interrupted run is finished by running it again, from what is cached, into the same MLflow parent run.
+A run whose inputs are those of the last recorded run (the same recipe, measurements and code)
+stops after planning: that run's decision and record stand (`--force record` records again).
 """
 
 from __future__ import annotations
 
+import hashlib
+import resource
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -19,7 +23,8 @@ from pipeline import (capacity, changes, model_info, plots, promote, report, rep
                       source, track)
 from pipeline.measure import tasks
 from pipeline.measure.evals import EvalResult, tolerance as task_tolerance
-from pipeline.artifacts import Store
+from pipeline.measure.keys import keys_for
+from pipeline.artifacts import Store, content_key
 from pipeline.plan import Plan, make_plan, required_envs
 from pipeline.quantize import Artifact
 from pipeline.recipe.schema import Recipe, VariantConfig
@@ -31,7 +36,8 @@ from pipeline.variant import EVERYTHING, LOAD_ONLY, VariantJob, VariantResult, m
 
 # `--force STAGE`: the store stages each names
 FORCEABLE = {"source": ("models",), "quantize": ("variants", "gguf-base", "imatrix"), "parity": ("parity",),
-             "divergence": ("divergence",), "evals": ("evals",), "load": ("load",)}
+             "divergence": ("divergence",), "evals": ("evals",), "load": ("load",),
+             "record": ()}  # no stored stage: decide and record again though nothing changed
 
 
 class NotRecorded(Exception):
@@ -42,11 +48,20 @@ class NotRecorded(Exception):
 class RunOutcome:
     recipe: Recipe
     plan: Plan
-    results: list[VariantResult]
-    decision: promote.Decision
+    results: list[VariantResult]  # empty when nothing changed since the last recorded run
     report: report.Report
     report_path: Path
     seconds: float
+    broken: list[str] = field(default_factory=list)  # see `broken`
+    own_cpu_seconds: float = field(default_factory=lambda: own_cpu_seconds())  # the orchestrator's, not its tools'
+
+    unchanged_since: str | None = None  # the recorded run whose decision stands (nothing was measured)
+
+
+def own_cpu_seconds() -> float:
+    """CPU time this process has used (not its workers' and servers'): what orchestration costs."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return round(usage.ru_utime + usage.ru_stime, 1)
 
 
 def broken(results: list[VariantResult]) -> list[str]:
@@ -73,18 +88,74 @@ def run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[st
     store = Store(settings.artifacts, say, force=frozenset(s for name in force for s in FORCEABLE[name]))
     recipe_hash = recipe.content_hash()
     with store.lock("runs", recipe_hash, f"another run of this recipe ({recipe_hash}) is in progress; waiting for it"):
-        return _run(recipe, recipe_path, settings, say, store, started)
+        return _run(recipe, recipe_path, settings, say, store, started, "record" in force)
+
+
+def inputs_fingerprint(plan: Plan, tracking_uri: str) -> str:
+    """What a run's decision and record follow from: the recipe, every stage's content key, the
+    orchestrator's code (a changed gate rule decides anew) and where it is recorded."""
+    code = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")) + [package / "engine_compat.json"]:
+        code.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return content_key("inputs", plan.recipe_hash, plan.source_key, code.hexdigest(), secrecy.redact_uris(tracking_uri),
+                       [(v.name, v.artifact_key, v.eval_key, v.load_key, v.refused) for v in plan.variants])
+
+
+def measured_as_before(recipe: Recipe, plan: Plan, last: report.Report, store: Store, settings: Settings) -> bool:
+    """Whether every entry the last run's decision read is still there, untouched: each variant's
+    artifact, load sweep, and (unless cheapest-first priced it only) its evals, divergence and, for a
+    reference, engine parity. A missing one (a measurement that failed) would be tried again."""
+    references = {v.engine: v.artifact_key for v in plan.variants if v.reference}
+    configs = {v.name: v for v in recipe.variants}
+    rows = {row.variant: row for row in last.rows}
+    for planned in plan.variants:
+        if planned.refused:
+            continue
+        row = rows.get(planned.name)
+        if row is None:
+            return False
+        keys = keys_for(recipe, configs[planned.name], planned.artifact_key, references.get(planned.engine),
+                        settings.envs)
+        entries = [("variants", planned.artifact_key), ("load", keys.load)]
+        if not row.skipped:
+            entries += [("evals", keys.evals)] + ([("divergence", keys.divergence)] if keys.divergence else [])
+            entries += [("parity", keys.parity)] if planned.reference else []
+        if not all(store.untouched(stage, key) for stage, key in entries):
+            return False
+    return True
+
+
+def last_recorded(reports: Path, recipe_name: str) -> tuple[Path, report.Report] | None:
+    """The newest report of this recipe, if its run was recorded in full."""
+    for path in sorted(reports.glob(f"{recipe_name}-*.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            last = report.Report.load(path)
+        except (OSError, ValueError, TypeError, KeyError):
+            continue  # unreadable or from an older layout: not evidence of anything
+        if last.recipe == recipe_name:
+            return (path, last) if last.mlflow_parent_run else None
+    return None
 
 
 def _run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[str], None], store: Store,
-         started: float) -> RunOutcome:
+         started: float, record_again: bool) -> RunOutcome:
     plan = make_plan(recipe, settings)
     for warning in plan.warnings:
         say(f"warning: {warning}")
     say(f"plan: {len(plan.variants)} variants, {plan.work_left} with work left")
+    tracking_uri = settings.tracking_uri or recipe.tracking.uri or settings.default_tracking_uri()
+    inputs = inputs_fingerprint(plan, tracking_uri)
+    if not store.force and not record_again:
+        last = last_recorded(settings.artifacts / "reports", recipe.name)
+        if last and last[1].inputs == inputs and measured_as_before(recipe, plan, last[1], store, settings):
+            path, summary = last
+            say(f"nothing changed since run {path.stem} (same recipe, measurements and code): its decision and"
+                f" MLflow record stand (parent run {summary.mlflow_parent_run}); --force record to record again")
+            return RunOutcome(recipe, plan, [], summary, path, round(time.monotonic() - started, 1), summary.broken,
+                              unchanged_since=path.stem)
     refused = plan.refused()
     run_name = f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    tracking_uri = settings.tracking_uri or recipe.tracking.uri or settings.default_tracking_uri()
     tracker, parent = open_tracking(tracking_uri, recipe, recipe_path, settings, run_name, plan.recipe_hash, say)
     try:
         decided = _measure_and_decide(recipe, settings, say, store, plan, refused)
@@ -95,7 +166,8 @@ def _run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[s
     results, decision = decided.results, decided.decision
 
     summary = report.build(recipe.name, plan.recipe_hash, decided.gated, results, decided.capacities, decision,
-                           recipe.load.level_name, recipe.slo.percentile, thresholds(recipe, decided.tolerances))
+                           recipe.load.level_name, recipe.slo.percentile, thresholds(recipe, decided.tolerances),
+                           inputs=inputs, broken=broken(results))
     facts = changes.facts(getattr(recipe.model, "revision", None), results)
     summary = compare_with_last(summary, tracker, recipe.name, parent, facts, say)
     folder = settings.artifacts / "reports" / run_name
@@ -125,7 +197,8 @@ def _run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[s
         say(f"registry: {registry.note}")
     summary = summary.with_tracking(registry, parent, secrecy.redact_uris(tracking_uri))
     summary.save(report_path)
-    return RunOutcome(recipe, plan, results, decision, summary, report_path, round(time.monotonic() - started, 1))
+    return RunOutcome(recipe, plan, results, summary, report_path, round(time.monotonic() - started, 1),
+                      summary.broken)
 
 
 def compare_with_last(summary: report.Report, tracker: track.Tracker | None, recipe_name: str, parent: str | None,
@@ -245,6 +318,10 @@ def _cheapest_first(candidates: list[VariantConfig], results: dict[str, VariantR
                     judge: Callable[[list[VariantResult]], promote.Decision], say: Callable[[str], None]) -> None:
     """Price every candidate (quantize and load sweep), then evaluate them from the cheapest up
     (`search.py`); `results` holds the references, measured, and takes each candidate's result."""
+    if len(candidates) == 1:  # nothing to order or leave out: one server start measures it all
+        say(f"cheapest-first search: {candidates[0].name} is the only candidate; measured in one go")
+        results[candidates[0].name] = measure(candidates[0], EVERYTHING)
+        return
     references = [r for r in results.values() if r.reference]
     verdicts = judge(references) if references else None
     passed = [priced(r) for r in references if verdicts and verdicts.verdict(r.name).passed]

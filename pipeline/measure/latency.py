@@ -21,13 +21,15 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy import stats
 
+from pipeline.measure.stats import scipy_stats
 from pipeline.workers.messages import CANCELLED, LoadLevelRecords, RequestRecord
 
 QUANTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
 METRICS = ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms")
 BOOTSTRAP_RESAMPLES = 2000
+
+
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,8 @@ def percentile(values: Sequence[float], q: float, confidence: float) -> Interval
     estimate = float(np.quantile(ordered, q))
     alpha = 1 - confidence
     # Ranks r..s (1-based) bracket the quantile with probability >= confidence: K ~ Binomial(n, q).
-    r = int(stats.binom.ppf(alpha / 2, n, q))
-    s = int(stats.binom.ppf(1 - alpha / 2, n, q)) + 1
+    r = int(scipy_stats().binom.ppf(alpha / 2, n, q))
+    s = int(scipy_stats().binom.ppf(1 - alpha / 2, n, q)) + 1
     low = float(ordered[r - 1]) if r >= 1 else None
     high = float(ordered[s - 1]) if s <= n else None
     return Interval(estimate, low, high)
@@ -113,7 +115,7 @@ def replicated(pooled: Interval, per_round: Sequence[float], confidence: float) 
     if len(per_round) < 2:
         return pooled
     values = np.asarray(per_round, dtype=float)
-    half = float(stats.t.ppf((1 + confidence) / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+    half = float(scipy_stats().t.ppf((1 + confidence) / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
     low, high = max(0.0, float(values.mean()) - half), float(values.mean()) + half
     return Interval(pooled.estimate, None if pooled.low is None else min(pooled.low, low, pooled.estimate),
                     None if pooled.high is None else max(pooled.high, high, pooled.estimate))
@@ -152,7 +154,7 @@ def _ratio_interval(tokens: np.ndarray, seconds: np.ndarray, scale: float, confi
     estimate = float(tokens.sum() / seconds.sum() * scale)
     if not bootstrap or len(tokens) < 2 or np.allclose(tokens / seconds, tokens[0] / seconds[0]):
         return Interval(estimate, estimate, estimate)
-    result = stats.bootstrap((tokens, seconds), lambda t, s, axis=-1: t.sum(axis=axis) / s.sum(axis=axis) * scale,
+    result = scipy_stats().bootstrap((tokens, seconds), lambda t, s, axis=-1: t.sum(axis=axis) / s.sum(axis=axis) * scale,
                              paired=True, vectorized=True, confidence_level=confidence, method="percentile",
                              n_resamples=BOOTSTRAP_RESAMPLES, rng=np.random.default_rng(seed))
     return Interval(estimate, float(result.confidence_interval.low), float(result.confidence_interval.high))

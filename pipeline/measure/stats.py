@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy import stats
+
+
+def scipy_stats():
+    """scipy.stats, imported when first used: it takes 1-2 s, which a cached re-run, `quantgate
+    validate` and the report readers need not pay."""
+    from scipy import stats
+
+    return stats
+
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,7 @@ def mcnemar_exact(r2w: int, w2r: int) -> float:
     """Two-sided exact binomial test of r2w vs w2r discordant pairs (p=1 when there are none)."""
     if r2w + w2r == 0:
         return 1.0
-    return float(stats.binomtest(r2w, r2w + w2r, 0.5).pvalue)
+    return float(scipy_stats().binomtest(r2w, r2w + w2r, 0.5).pvalue)
 
 
 def binary(values: Sequence[float]) -> bool:
@@ -70,7 +78,7 @@ def paired_drop(reference: Sequence[float], variant: Sequence[float], confidence
     if np.all(per_item == per_item[0]):
         upper = drop  # every resample gives the same mean: no uncertainty to bound
     else:
-        result = stats.bootstrap((ref, var), _mean_difference, paired=True, vectorized=True, n_resamples=iters,
+        result = scipy_stats().bootstrap((ref, var), _mean_difference, paired=True, vectorized=True, n_resamples=iters,
                                  batch=max(1, 2_000_000 // len(ref)), confidence_level=confidence,
                                  alternative="less", method="percentile", rng=np.random.default_rng(seed))
         upper = float(result.confidence_interval.high)
@@ -106,7 +114,7 @@ def paired_binary_upper(r2w: int, w2r: int, n: int, alpha: float) -> float:
     """
     if n <= 0:
         raise ValueError("no items to bound a drop on")
-    z = float(stats.norm.ppf(1 - alpha))
+    z = float(scipy_stats().norm.ppf(1 - alpha))
     low, high = (r2w - w2r) / n, 1.0
     for _ in range(50):  # bisection to ~1e-15: the score statistic is monotone in the drop
         middle = (low + high) / 2
@@ -153,9 +161,9 @@ def informative(values: Sequence[float], tolerance: float, confidence: float,
     if n == 0:
         p_value = 1.0
     elif right_wrong:
-        p_value = float(stats.binomtest(k, n, target, alternative="greater").pvalue)
+        p_value = float(scipy_stats().binomtest(k, n, target, alternative="greater").pvalue)
     else:  # a continuous per-item score: a one-sided t-test of its mean
-        p_value = float(stats.ttest_1samp(array, target, alternative="greater").pvalue) if array.std() > 0 else (
+        p_value = float(scipy_stats().ttest_1samp(array, target, alternative="greater").pvalue) if array.std() > 0 else (
             0.0 if score > target else 1.0)
     passed = p_value < 1 - confidence
     reason = (f"reference scores {score:.3f}, clearly above its floor {floor:.3f} + tolerance {tolerance:.3f}"

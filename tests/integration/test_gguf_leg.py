@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -280,18 +281,36 @@ def test_second_run_redoes_nothing(first_run, recipe, artifacts, report):
         return {str(p.relative_to(artifacts)) for stage in ("variants", "evals", "load", "gguf-base")
                 for p in (artifacts / stage).iterdir() if not p.name.startswith(".")}
 
-    before = entries()
+    def reports() -> list[str]:
+        return sorted(p.stem for p in (artifacts / "reports").glob("*.json"))
+
+    before, first_name = entries(), reports()[0]
     plan = quantgate("plan", str(recipe), artifacts=artifacts)
     assert "0 of 3 variants have work left" in plan.stdout
     again = quantgate("run", str(recipe), artifacts=artifacts)
+    # the same recipe, entries and code as the recorded first run: its decision stands, nothing is redone
+    assert entries() == before and reports() == [first_name]
+    assert f"nothing changed since run {first_name}" in again.stdout
+    assert re.search(r"^\s*[\d.]+s MLflow parent run", again.stdout, re.M) is None  # no new record
+    assert f"decision: {report['decision']}" in " ".join(again.stdout.split())
+
+    # recorded again on request: every entry reused (hashed), compared with the first run
+    recorded = quantgate("run", str(recipe), "--force", "record", artifacts=artifacts)
     assert entries() == before
-    assert all(f"[{name}] quantize cached" in again.stdout for name, _ in VARIANTS)
-    assert "starting llamacpp server" not in again.stdout  # no measurement was redone
-    assert "already holds this artifact" in again.stdout  # champion unchanged, no new version
-    # compared with the first run: same model, tools and verdicts
+    assert all(f"[{name}] quantize cached" in recorded.stdout for name, _ in VARIANTS)
+    assert "starting llamacpp server" not in recorded.stdout  # no measurement was redone
+    assert "already holds this artifact" in recorded.stdout  # champion unchanged, no new version
     assert "since the last run: this is the first complete run" in first_run.stdout
-    first_name = sorted((artifacts / "reports").glob("*.json"))[0].stem
-    assert f"since the last run ({first_name}): nothing changed" in again.stdout
+    assert f"since the last run ({first_name}): nothing changed" in recorded.stdout
+
+    # a file written since its entry was made is doubted: the run takes the path that hashes it
+    touched = next((artifacts / "evals").glob("*/result.json"))
+    os.utime(touched)
+    doubted = quantgate("run", str(recipe), artifacts=artifacts)
+    assert "nothing changed since run" not in doubted.stdout and "quantize cached" in doubted.stdout
+    assert entries() == before  # its bytes are those it was made with: reused, not made again
+    # and, hashed and found intact, it is trusted again
+    assert "nothing changed since run" in quantgate("run", str(recipe), artifacts=artifacts).stdout
 
 
 def test_alignment_probe_catches_a_shifted_scorer(llamacpp, artifacts, report):

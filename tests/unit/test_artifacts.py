@@ -250,6 +250,34 @@ def test_a_verified_entry_is_hashed_once_per_run_and_plan_does_not_hash(tmp_path
     assert not Store(tmp_path).has("variants", "k1")  # the next run finds it
 
 
+def later(path: Path) -> None:
+    """Give a file a modification time after its entry's checksums (filesystem clocks can be coarse)."""
+    recorded = (path.parent / CHECKSUMS_FILE).stat().st_mtime_ns
+    os.utime(path, ns=(recorded + 1_000_000, recorded + 1_000_000))
+
+
+@pytest.mark.parametrize("change, untouched", [
+    (lambda e: None, True),
+    (lambda e: later(e / "model.gguf"), False),  # the same size, written since: a byte may have changed
+    (lambda e: (e / "model.gguf").write_bytes(b"weights"), False),
+    (lambda e: (e / "model.gguf").unlink(), False),
+    (lambda e: (e / RESULT_FILE).unlink(), False),
+    (lambda e: (e / CHECKSUMS_FILE).write_text("{not json"), False),
+])
+def test_untouched_trusts_sizes_and_times_only_while_nothing_was_written(tmp_path, change, untouched):
+    entry = finished_entry(Store(tmp_path))
+    change(entry)
+    assert Store(tmp_path).untouched("variants", "k1") is untouched
+
+
+def test_an_entry_written_since_but_hashed_intact_is_trusted_again(tmp_path):
+    entry = finished_entry(Store(tmp_path))
+    later(entry / "model.gguf")
+    assert not Store(tmp_path).untouched("variants", "k1")
+    assert Store(tmp_path).has("variants", "k1")  # hashed: the bytes it was made with
+    assert Store(tmp_path).untouched("variants", "k1")
+
+
 def test_store_names_cannot_leave_the_store(tmp_path):
     store = Store(tmp_path)
     for stage, key in (("variants", "../k"), ("..", "k"), ("variants", "a/b"), ("variants", ".."), ("x/../..", "k")):

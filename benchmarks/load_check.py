@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from pipeline.artifacts import Store, write_json
-from pipeline.engines.server import ServerProcess, free_port, new_api_key
+from pipeline.engines.server import ServerProcess, new_api_key
 from pipeline.measure import load
 from pipeline.measure.latency import Interval, summarize
 from pipeline.recipe.load import load_recipe
@@ -34,12 +34,15 @@ from pipeline import source
 from pipeline.toolenv import TRANSFORMERS, llamacpp_binary, tool_env
 
 
-def serve(settings: Settings, gguf: Path, log: Path, slots: int) -> tuple[ServerProcess, str, str]:
-    port, key = free_port(), new_api_key()
-    argv = [str(llamacpp_binary(tool_env("llamacpp", settings.envs), "llama-server")), "--model", str(gguf),
-            "--host", "127.0.0.1", "--port", str(port), "--api-key", key, "--alias", "demo", "--threads", "1",
-            "--threads-batch", "1", "--parallel", str(slots), "--ctx-size", str(slots * 1024), "--no-webui"]
-    return ServerProcess(argv, f"http://127.0.0.1:{port}/health", log, 120), f"http://127.0.0.1:{port}", key
+def serve(settings: Settings, gguf: Path, log: Path, slots: int) -> tuple[ServerProcess, str]:
+    """llama-server on a free loopback port (its URL is `server.base_url` once started) and its key."""
+    key = new_api_key()
+
+    def argv(port: int) -> list[str]:
+        return [str(llamacpp_binary(tool_env("llamacpp", settings.envs), "llama-server")), "--model", str(gguf),
+                "--host", "127.0.0.1", "--port", str(port), "--api-key", key, "--alias", "demo", "--threads", "1",
+                "--threads-batch", "1", "--parallel", str(slots), "--ctx-size", str(slots * 1024), "--no-webui"]
+    return ServerProcess(argv, "/health", log, 120), key
 
 
 def ours(settings: Settings, config: LoadConfig, base_url: str, key: str, tokenizer: Path, out: Path) -> dict:
@@ -97,8 +100,9 @@ def main() -> None:
 
     runs = []
     for run in range(args.runs):
-        server, url, key = serve(settings, gguf, work / f"server-run{run}.log", args.concurrency)
+        server, key = serve(settings, gguf, work / f"server-run{run}.log", args.concurrency)
         with server:
+            url = server.base_url
             started = time.monotonic()
             runs.append({**ours(settings, LoadConfig(**base, repeats=args.rounds, seed=100 + run), url, key,
                                 model.model_dir, work / f"run{run}"), "seconds": round(time.monotonic() - started, 1)})
@@ -126,8 +130,9 @@ def main() -> None:
 def crosscheck(settings: Settings, args: argparse.Namespace, base: dict, gguf: Path, tokenizer: Path,
                work: Path) -> dict:
     """Our sweep and vLLM's client, one after the other, on one server."""
-    server, url, key = serve(settings, gguf, work / "server-crosscheck.log", args.concurrency)
+    server, key = serve(settings, gguf, work / "server-crosscheck.log", args.concurrency)
     with server:
+        url = server.base_url
         config = LoadConfig(**base, repeats=1, seed=200)  # one pass, as vLLM's client sends
         if args.vllm_first:  # which client goes second on the same server can matter
             vllm = vllm_bench(settings, config, url, key, tokenizer, work)

@@ -136,10 +136,12 @@ class Tracker:
                 import pandas as pd
                 from mlflow.data import from_pandas
 
-                with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways": it is a file
+                # a local path "can be interpreted in multiple ways": it is a file; and integer columns
+                # "cannot represent missing values": these have none
+                with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)
                     dataset = from_pandas(pd.DataFrame(columns), source=source, name=dataset_name)
-                mlflow.log_input(dataset, context="eval")
+                    mlflow.log_input(dataset, context="eval")
             return run.info.run_id
 
     def log_parent(self, run_id: str, tags: dict[str, str], files: dict[str, Any]) -> None:

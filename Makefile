@@ -12,14 +12,15 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: test-browser setup demo test test-unit quantize ui plan bench bench-load bench-gates clean help
+.PHONY: test-browser setup demo test test-unit quantize ui plan bench bench-overhead bench-load bench-gates clean help
 
 help:
 	@echo "make demo                 set up and run the demo recipe (recipes/demo.yaml)"
 	@echo "make test                 set up and run the tests"
 	@echo "make quantize MODEL=...   run the template recipe on an HF id, model dir or .gguf file"
 	@echo "make ui                   MLflow UI on http://127.0.0.1:5000"
-	@echo "make bench                time the quality gate's overhead on the demo's artifacts"
+	@echo "make bench                time to a decision: benchmarks/results.json and .md (BENCH_PARTS=cli,rerun,...)"
+	@echo "make bench-overhead       time the quality gate's overhead on the demo's artifacts"
 	@echo "make bench-load           load sweep: run-to-run spread and a cross-check against vllm bench serve"
 	@echo "make bench-gates          simulated gates: sequential evaluation's false promotions and items saved"
 	@echo "make setup                create the environments only"
@@ -86,7 +87,13 @@ quantize: setup
 	$(QG) new "$(MODEL)" --out artifacts/recipes/quantize.yaml
 	$(QG) run artifacts/recipes/quantize.yaml
 
+# each part replaces its own entry in benchmarks/results.json; the decision part runs the demo twice
+# (hours on a 2-core CPU host: BENCH_ARGS=--decision-engines=llamacpp keeps its llama.cpp leg)
+BENCH_PARTS ?= cli,rerun,by_hand,decode,decision
 bench: setup
+	$(VENV)/bin/python -m benchmarks.suite --parts $(BENCH_PARTS) $(BENCH_ARGS)
+
+bench-overhead: setup
 	$(VENV)/bin/python -m benchmarks.gate_overhead --recipe recipes/demo.yaml --out artifacts/benchmarks/gate_overhead.json
 
 bench-load: setup

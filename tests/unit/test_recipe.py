@@ -21,7 +21,7 @@ from pipeline.recipe.schema import LocalSource
 from tests.unit.demo import demo_recipe
 
 REPO = Path(__file__).resolve().parents[2]
-RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
+RECIPES = sorted((REPO / "recipes").glob("*.yaml")) + sorted((REPO / "benchmarks" / "recipes").glob("*.yaml"))
 DEMO = demo_recipe()
 
 

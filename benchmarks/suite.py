@@ -37,6 +37,7 @@ import yaml
 from pipeline.artifacts import Store, write_json
 from pipeline.cli import EXIT_NOTHING_PASSED
 from pipeline.recipe.load import load_recipe
+from pipeline.recipe.schema import Recipe
 from pipeline.settings import REPO_ROOT, Settings
 from pipeline.toolenv import TRANSFORMERS, tool_env
 
@@ -160,23 +161,28 @@ def part_rerun(work: Path) -> dict[str, Any]:
     }
 
 
+def source_model(settings: Settings, recipe: Recipe) -> Path:
+    """The recipe's dequantized model, made (or found) in the main store."""
+    from pipeline import source
+
+    return source.run(recipe.model, Store(settings.artifacts), tool_env(TRANSFORMERS, settings.envs),
+                      recipe.timeouts.source).model_dir
+
+
 def part_by_hand(work: Path) -> dict[str, Any]:
     from benchmarks import by_hand
-    from pipeline import source
     from pipeline.quantize.calibration import calibration_data
     from pipeline.workers.calibration import calibration_texts
 
     settings = Settings()
     recipe_path = RECIPES / "by_hand.yaml"
     recipe = load_recipe(recipe_path)
-    # both start from the dequantized model: made (or found) in the main store, copied into the pipeline's
-    model = source.run(recipe.model, Store(settings.artifacts), tool_env(TRANSFORMERS, settings.envs),
-                       recipe.timeouts.source)
+    model_dir = source_model(settings, recipe)  # both start from it: copied into the pipeline's empty store
     store = fresh(work / "by-hand-store")
-    shutil.copytree(model.model_dir, store / "models" / model.model_dir.name)
+    shutil.copytree(model_dir, store / "models" / model_dir.name)
     pipeline = quantgate_run(recipe_path, store, work / "by-hand-pipeline.log")
     texts = calibration_texts(calibration_data(recipe.calibration))
-    hand = by_hand.run(settings, recipe, model.model_dir, texts, fresh(work / "by-hand"))
+    hand = by_hand.run(settings, recipe, model_dir, texts, fresh(work / "by-hand"))
     return {
         "recipe": str(recipe_path.relative_to(REPO_ROOT)), "pipeline_s": pipeline.seconds, "by_hand_s": hand.seconds,
         "ratio": round(pipeline.seconds / hand.seconds, 3), "by_hand_steps": dict(hand.steps),
@@ -187,17 +193,14 @@ def part_by_hand(work: Path) -> dict[str, Any]:
 def part_decode(work: Path) -> dict[str, Any]:
     """On the Q4_K_M GGUF the rerun part made and the demo model's HF reference."""
     from benchmarks import decode_bound
-    from pipeline import source
 
     settings = Settings()
-    recipe = load_recipe(RECIPES / "rerun.yaml")
-    model = source.run(recipe.model, Store(settings.artifacts), tool_env(TRANSFORMERS, settings.envs),
-                       recipe.timeouts.source)
+    model_dir = source_model(settings, load_recipe(RECIPES / "rerun.yaml"))
     ggufs = [p for p in (work / "rerun-store" / "variants").glob("*/model.gguf")
              if json.loads((p.parent / "result.json").read_text())["quantization"] == {"kind": "gguf", "type": "Q4_K_M"}]
     if not ggufs:
         raise SystemExit("the decode part reads the Q4_K_M the rerun part makes: run --parts rerun first")
-    return decode_bound.measure(settings, ggufs[0], model.model_dir, fresh(work / "decode"))
+    return decode_bound.measure(settings, ggufs[0], model_dir, fresh(work / "decode"))
 
 
 def part_decision(work: Path, recipe_path: Path, engines: list[str] | None) -> dict[str, Any]:

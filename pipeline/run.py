@@ -44,6 +44,12 @@ class NotRecorded(Exception):
     """Everything was measured and cached, but the tracking store could not take the record."""
 
 
+def own_cpu_seconds() -> float:
+    """CPU time this process has used (not its workers' and servers'): what orchestration costs."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return round(usage.ru_utime + usage.ru_stime, 1)
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     recipe: Recipe
@@ -53,15 +59,7 @@ class RunOutcome:
     report_path: Path
     seconds: float
     broken: list[str] = field(default_factory=list)  # see `broken`
-    own_cpu_seconds: float = field(default_factory=lambda: own_cpu_seconds())  # the orchestrator's, not its tools'
-
-    unchanged_since: str | None = None  # the recorded run whose decision stands (nothing was measured)
-
-
-def own_cpu_seconds() -> float:
-    """CPU time this process has used (not its workers' and servers'): what orchestration costs."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return round(usage.ru_utime + usage.ru_stime, 1)
+    own_cpu_seconds: float = field(default_factory=own_cpu_seconds)  # the orchestrator's, not its tools'
 
 
 def broken(results: list[VariantResult]) -> list[str]:
@@ -152,8 +150,7 @@ def _run(recipe: Recipe, recipe_path: Path, settings: Settings, say: Callable[[s
             path, summary = last
             say(f"nothing changed since run {path.stem} (same recipe, measurements and code): its decision and"
                 f" MLflow record stand (parent run {summary.mlflow_parent_run}); --force record to record again")
-            return RunOutcome(recipe, plan, [], summary, path, round(time.monotonic() - started, 1), summary.broken,
-                              unchanged_since=path.stem)
+            return RunOutcome(recipe, plan, [], summary, path, round(time.monotonic() - started, 1), summary.broken)
     refused = plan.refused()
     run_name = f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     tracker, parent = open_tracking(tracking_uri, recipe, recipe_path, settings, run_name, plan.recipe_hash, say)

@@ -246,9 +246,12 @@ def table(results: dict[str, Any]) -> str:
                      f"{by_hand['ratio']:.2f}× ({by_hand['pipeline_s']:.0f} s vs {by_hand['by_hand_s']:.0f} s)",
                      "≤ 0.6×", met(by_hand["ratio"] <= 0.6)))
     if decision := parts.get("decision"):
-        rows.append((f"2. time to decision, cheapest-first + sequential ({decision['engines']} engines)",
+        engines = decision["engines"] if isinstance(decision["engines"], str) else ", ".join(decision["engines"])
+        rows.append((f"2. time to decision, cheapest-first + sequential (demo, engines: {engines})",
                      f"{decision['fast_s'] / 60:.1f} min ({decision['ratio']:.2f}× exhaustive's"
-                     f" {decision['exhaustive_s'] / 60:.1f}); same decision: {'yes' if decision['same_decision'] else 'no'}",
+                     f" {decision['exhaustive_s'] / 60:.1f}; {decision['fast_items']:,} of"
+                     f" {decision['exhaustive_items']:,} items); same decision:"
+                     f" {'yes' if decision['same_decision'] else 'no'}",
                      "≤ 25 min, same verdicts", met(decision["fast_s"] <= 25 * 60 and decision["same_decision"])))
     if rerun := parts.get("rerun"):
         rows.append(("3a. re-run, nothing changed", f"{rerun['no_change_s']:.1f} s", "≤ 3 s",

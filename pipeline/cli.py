@@ -85,7 +85,8 @@ def plan(recipe: Path = typer.Argument(..., help="recipe YAML file")) -> None:
         table.add_column(column)
     state = {True: "[green]cached[/]", False: "[yellow]to do[/]"}
     for v in planned.variants:
-        params = " ".join(f"{k}={val}" for k, val in v.params.items() if k != "kind")
+        params = " ".join(f"{k}={val}" for k, val in v.params.items() if k != "kind") \
+            + (f", KV cache {v.kv_cache}" if v.kv_cache else "")
         stages = [state[v.quantize_cached], state[v.eval_cached], state[v.load_cached]]
         table.add_row(escape(v.name) + (" (ref)" if v.reference else ""), v.engine, escape(f"{v.kind} {params}"),
                       v.artifact_key, *(["[red]not run here[/]"] * 3 if v.refused else stages))

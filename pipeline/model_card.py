@@ -27,6 +27,7 @@ def card(report: Report, row: ReportRow) -> str:
              f"**Verdict: {verdict}.** Decision of the run: {report.decision}", "",
              "## What it is",
              f"- Quantization: {scheme}; served by {row.engine}"
+             + (f" with a {row.kv_cache} KV cache" if row.kv_cache else "")
              + (" (the reference every other variant on this engine is compared with)" if row.reference else
                 f"; compared with the reference {reference}" if reference else "; no reference on its engine"),
              f"- Size: {row.file_mb} MB, {row.bits_per_weight} bits per weight; artifact key {row.artifact_key}",

@@ -36,6 +36,7 @@ class PlannedVariant:
     eval_cached: bool
     load_cached: bool
     refused: str | None = None  # measured not to run on this host's engine build: why
+    kv_cache: str | None = None  # the KV cache type it is served with (None: the engine section's)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def make_plan(recipe: Recipe, settings: Settings) -> Plan:
             variant.name, variant.kind, variant.engine, variant.reference, variant.quantize_params(),
             artifact_key, eval_key, load_key,
             store.has(VARIANTS_STAGE, artifact_key), store.has(evals.STAGE, eval_key), store.has(load.STAGE, load_key),
-            refused,
+            refused, variant.kv_cache,
         ))
     return Plan(recipe.content_hash(), source_key, source_cached, planned, tuple(warnings))
 
@@ -101,10 +102,15 @@ def engine_build_check(variant: VariantConfig, envs_root: Path) -> tuple[str | N
     device = compat.device_class(build)
     params = variant.quantize_params()
     scheme = " ".join([variant.kind] + [f"{k}={v}" for k, v in params.items() if k not in ("kind", "ignore")])
-    found = compat.measured(build, device, variant.kind, params)
-    if found is None:
-        return None, (f"{variant.name}: {scheme} was never measured on {build} ({device}); the run will tell"
-                      " (add the result to pipeline/engine_compat.json)")
-    if not found.runs:
-        return f"{scheme} does not run on {build} ({device}), measured {found.measured}: {found.note}", None
-    return None, None
+    checks = [(scheme, variant.kind, params)]
+    if variant.kv_cache is not None:  # the KV cache type is looked up as a scheme of its own
+        checks.append((f"KV cache {variant.kv_cache}", "kv_cache", {"dtype": variant.kv_cache}))
+    warnings = []
+    for what, kind, looked_up in checks:
+        found = compat.measured(build, device, kind, looked_up)
+        if found is None:
+            warnings.append(f"{variant.name}: {what} was never measured on {build} ({device}); the run will tell"
+                            " (add the result to pipeline/engine_compat.json)")
+        elif not found.runs:
+            return f"{what} does not run on {build} ({device}), measured {found.measured}: {found.note}", None
+    return None, "; ".join(warnings) or None

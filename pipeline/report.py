@@ -44,6 +44,7 @@ class ReportRow:
     engine: str
     reference: bool
     quantization: dict[str, Any] | None
+    kv_cache: str | None = None  # the KV cache type it was served with (None: the engine section's)
     file_mb: float | None
     bits_per_weight: float | None
     artifact_key: str | None
@@ -159,7 +160,7 @@ def build(recipe_name: str, recipe_hash: str, tasks: list[str], results: list[Va
                                             mcnemar_p=round(c.mcnemar_p, 5))
         rows.append(ReportRow(
             variant=result.name, engine=result.engine, reference=result.reference,
-            quantization=manifest.get("quantization"),
+            quantization=manifest.get("quantization"), kv_cache=result.kv_cache,
             file_mb=round(manifest["file_bytes"] / 1e6, 1) if manifest else None,
             bits_per_weight=manifest.get("bits_per_weight"), artifact_key=manifest.get("key"),
             quantize_seconds=manifest.get("quantize_seconds"), peak_rss_mb=manifest.get("peak_rss_mb"),

@@ -287,7 +287,7 @@ def _measure_and_decide(recipe: Recipe, settings: Settings, say: Callable[[str],
         if reason := refused.get(variant.name):
             say(f"[{variant.name}] not run: {reason}")
             results[variant.name] = VariantResult(name=variant.name, engine=variant.engine,
-                                                  reference=variant.reference,
+                                                  reference=variant.reference, kv_cache=variant.kv_cache,
                                                   not_run=f"not run on this host: {reason}")
     for variant in order:
         if variant.name in results or (not variant.reference and recipe.promotion.search == "cheapest_first"):

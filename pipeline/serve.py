@@ -21,6 +21,7 @@ import yaml
 from pipeline import specs
 from pipeline.artifacts import Store, read_json
 from pipeline.quantize import MANIFEST, STAGE, Artifact
+from pipeline.recipe.schema import ENGINE_SETTING
 from pipeline.registry import RegistryError, require_model
 
 DEFAULT_ALIAS = "champion"
@@ -69,6 +70,11 @@ def resolve(client: Any, target: str, store: Store) -> ServePlan:
     with tempfile.TemporaryDirectory() as tmp:
         recipe = yaml.safe_load(Path(client.download_artifacts(parent, "recipe.yaml", tmp)).read_text())
     config = spec.config_model.model_validate((recipe.get("engines") or {}).get(engine) or {})
+    if (kv_cache := version.tags.get("kv_cache", ENGINE_SETTING)) != ENGINE_SETTING:
+        if kv_cache not in config.kv_cache_types():
+            raise RegistryError(f"{model} version {version.version} was measured with KV cache {kv_cache!r}, which"
+                                f" this quantgate's {engine} does not know ({', '.join(config.kv_cache_types())})")
+        config = config.with_kv_cache(kv_cache)
     artifact, downloaded = _artifact(client, version, store)
     return ServePlan(model, alias, str(version.version), engine, config, artifact, downloaded)
 

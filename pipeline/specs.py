@@ -59,6 +59,11 @@ class InProcessScorer:
     worker: str
     threads: int
     full_logits: bool = True  # the whole vocabulary's distribution at every position
+    kv_cache: tuple[str, str] | None = None  # (K, V) cache types as the server has them; None: its default
+
+    def cache_types(self) -> list[str] | None:
+        """[K, V] as a worker request carries them."""
+        return list(self.kv_cache) if self.kv_cache else None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from pipeline import changes, eval_items, mlflow_keys, model_card, secrecy
 from pipeline.promote import Decision
-from pipeline.recipe.schema import Recipe
+from pipeline.recipe.schema import ENGINE_SETTING, Recipe
 from pipeline.report import Registry, Report
 from pipeline.variant import VariantResult
 
@@ -155,9 +155,11 @@ class Tracker:
                 self.client.log_artifact(run_id, str(path))
 
     def register(self, model_name: str, alias: str, run_id: str, model_file: Path, manifest: dict[str, Any],
-                 card: str = "", figures: dict[str, str] | None = None) -> Registry:
-        """Make the winning artifact the alias's version, unless it already is; a new version carries
-        the variant's model card as its description and its key figures as tags."""
+                 card: str = "", figures: dict[str, str] | None = None, variant: str | None = None,
+                 kv_cache: str | None = None) -> Registry:
+        """Make the winning artifact, served with its KV cache type, the alias's version, unless it
+        already is; a new version carries the variant's model card as its description and its key
+        figures as tags."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -169,7 +171,9 @@ class Tracker:
             current = self.client.get_model_version_by_alias(model_name, alias)
         except MlflowException:
             pass
-        if current is not None and current.tags.get("sha256") == manifest["sha256"]:
+        serving = {"kv_cache": kv_cache or ENGINE_SETTING}  # what `quantgate serve` applies to the engine's section
+        if current is not None and current.tags.get("sha256") == manifest["sha256"] \
+                and current.tags.get("kv_cache", ENGINE_SETTING) == serving["kv_cache"]:
             # the version links to the run that first registered it; this run's winner says which it is
             self.client.set_tag(run_id, REGISTERED_TAG, f"{model_name}/{current.version}")
             return Registry(name=model_name, version=str(current.version), alias=alias, changed=False, previous_version=None,
@@ -179,8 +183,8 @@ class Tracker:
             self.client.log_artifact(run_id, str(Path(tmp) / "manifest.json"), artifact_path="model")
         self.client.log_artifact(run_id, str(model_file), artifact_path="model")
         source = f"{self.client.get_run(run_id).info.artifact_uri}/model"
-        tags = {"variant": manifest["variant"], "sha256": manifest["sha256"], "artifact_key": manifest["key"],
-                "format": manifest["format"], "bits_per_weight": str(manifest.get("bits_per_weight"))}
+        tags = {"variant": variant or manifest["variant"], "sha256": manifest["sha256"], "artifact_key": manifest["key"],
+                "format": manifest["format"], "bits_per_weight": str(manifest.get("bits_per_weight")), **serving}
         version = self.client.create_model_version(model_name, source, run_id=run_id,
                                                    tags=_safe({**tags, **(figures or {})}),
                                                    description=secrecy.redact(card) or None)
@@ -263,7 +267,8 @@ def record(tracker: Tracker, parent: str, recipe: Recipe, report: Report, result
             row = report.row(winner.name)
             registry = tracker.register(recipe.tracking.registered_model, recipe.tracking.alias,
                                         child_ids[winner.name], winner.artifact.model_path, winner.artifact.manifest,
-                                        model_card.card(report, row), model_card.key_figures(report, row))
+                                        model_card.card(report, row), model_card.key_figures(report, row),
+                                        winner.name, variants[winner.name].kv_cache)
         tracker.log_parent(parent_id, {"winner": decision.winner or "none", "decision": decision.reason, **(facts or {})},
                            {"decision.json": decision.to_json(),
                             "report.json": {**report.to_json(), "registry": asdict(registry) if registry else None},

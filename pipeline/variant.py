@@ -60,6 +60,7 @@ class VariantResult:
     name: str
     engine: str
     reference: bool
+    kv_cache: str | None = None  # the KV cache type it is served with (None: the engine section's)
     not_run: str | None = None  # the plan refused it here (measured not to run on this engine build)
     skipped: str | None = None  # cheapest-first search: priced, but its quality could not change the decision
     artifact: Artifact | None = None
@@ -109,7 +110,8 @@ def measure_variant(job: VariantJob, say: Callable[[str], None] = lambda _: None
     the next (default: a new one over `job.artifacts_root`)."""
     variant, recipe = job.variant, job.recipe
     store = store or Store(job.artifacts_root)
-    result = VariantResult(name=variant.name, engine=variant.engine, reference=variant.reference)
+    result = VariantResult(name=variant.name, engine=variant.engine, reference=variant.reference,
+                           kv_cache=variant.kv_cache)
     t0 = time.monotonic()
     try:
         quantizer = quantizer_for(variant.kind, job.envs_root, recipe)
@@ -136,13 +138,13 @@ def _measure(job: VariantJob, artifact: Artifact, store: Store, result: VariantR
              say: Callable[[str], None]) -> None:
     recipe, variant, wanted = job.recipe, job.variant, job.measure
     spec = specs.engine(variant.engine)
-    engine_config = recipe.engine_config(variant.engine)
+    engine_config = recipe.engine_config(variant.engine, variant)
     engine = EngineContext(variant.engine, spec.capabilities(engine_config), tool_env(spec.env, job.envs_root))
     reference = artifact if variant.reference else job.reference
 
     # What is cached already, each on its own key.
     keys = keys_for(recipe, variant, artifact.key, reference.key if reference else None, job.envs_root)
-    identity = engine_identity(recipe, variant.engine, job.envs_root).key_part()
+    identity = engine_identity(recipe, variant.engine, job.envs_root, variant).key_part()
     result.evals, result.load = evals.cached(store, keys.evals), load.cached(store, keys.load)
     if variant.reference:
         result.parity = parity.cached(store, keys.parity)

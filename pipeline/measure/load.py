@@ -33,7 +33,7 @@ def key(config: LoadConfig, engine_config: EngineConfig, artifact_key: str, buil
     # settings do not; the SLO and the price are applied to the records afterwards). The tokenizer
     # that sizes the prompts is the source model's, which the artifact key already holds.
     prompts = config.prompts_file
-    return content_key(STAGE, artifact_key, build, engine_config.model_dump(exclude=set(engine_config.not_serving)),
+    return content_key(STAGE, artifact_key, build, engine_config.keyed_settings(engine_config.not_serving),
                        config.model_dump(mode="json", exclude={"prompts_file"}),
                        sha256_file(prompts) if prompts and prompts.is_file() else None, generator)
 

@@ -86,7 +86,8 @@ def run(engine: EngineContext, artifact: Artifact, store: Store, config: ParityC
             assert engine.capabilities.scorer is not None
             ours = engine.env.run_worker(engine.capabilities.scorer.worker, ScorerLogprobsRequest(
                 model_path=str(artifact.model_path), token_ids=hf.token_ids,
-                threads=engine.capabilities.scorer.threads), scratch, "parity.log", timeout_s=timeout_s).token_logprobs
+                threads=engine.capabilities.scorer.threads, kv_cache=engine.capabilities.scorer.cache_types()),
+                scratch, "parity.log", timeout_s=timeout_s).token_logprobs
         result = ParityResult(**compare(ours, hf.token_logprobs), engine=engine.name, limit=config.max_mean_abs_diff)
         write_json(scratch / RESULT_FILE, to_plain(result))
     return result

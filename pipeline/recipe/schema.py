@@ -21,6 +21,7 @@ from pipeline.recipe.strict import Strict
 from pipeline.recipe.traffic import SLO, Hardware, LoadConfig, Promotion
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
+ENGINE_SETTING = "engine setting"  # a variant's `kv_cache` left out: the engine section's cache type
 
 
 # --- model source --------------------------------------------------------------------------
@@ -77,6 +78,10 @@ class VariantConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     engine: str
     reference: bool = False
+    kv_cache: str | None = Field(
+        None, description="the type the engine stores keys and values in while serving this variant (llama.cpp:"
+                          " q8_0, q4_0, …; vLLM: fp8, …); None: the engine's setting. A serving choice: the"
+                          " weights are the same artifact as without it")
 
     @model_validator(mode="before")
     @classmethod
@@ -100,11 +105,13 @@ class VariantConfig(Strict):
 
     def labels(self) -> dict[str, str]:
         """The tags every variant's MLflow run carries, identical in name across backends."""
-        return {"method": self.method, "scheme": self.scheme(), "weight_bits": str(self.weight_bits())}
+        return {"method": self.method, "scheme": self.scheme(), "weight_bits": str(self.weight_bits()),
+                "kv_cache": self.kv_cache or ENGINE_SETTING}
 
     def quantize_params(self) -> dict[str, Any]:
-        """What decides the artifact (its content key and manifest): everything but name, engine, role."""
-        return self.model_dump(exclude={"name", "engine", "reference"})
+        """What decides the artifact (its content key and manifest): everything but name, engine, role
+        and how it is served."""
+        return self.model_dump(exclude={"name", "engine", "reference", "kv_cache"})
 
     def uses_calibration(self) -> bool:
         """Whether this variant reads the recipe's calibration data (its kind's default)."""
@@ -129,6 +136,30 @@ class EngineConfig(Strict):
     # ready): kept out of the load benchmark's key too
     not_serving: ClassVar[frozenset[str]] = frozenset({"ready_timeout_s"})
     context_field: ClassVar[str]  # the setting that bounds one sequence's tokens on the server
+    # the settings a variant's `kv_cache` sets (each a Literal of the cache types the engine has)
+    kv_cache_fields: ClassVar[tuple[str, ...]] = ()
+    # settings added after measurements were cached: left out of keys at their defaults, so those
+    # keys (and hours of measurements) stand
+    keyed_when_set: ClassVar[frozenset[str]] = frozenset()
+
+    def kv_cache_types(self) -> tuple[str, ...]:
+        """The values a variant's `kv_cache` may take on this engine (none: it has no such setting)."""
+        if not self.kv_cache_fields:
+            return ()
+        return tuple(type(self).model_fields[self.kv_cache_fields[0]].annotation.__args__)
+
+    def with_kv_cache(self, kv_cache: str | None) -> "EngineConfig":
+        """These settings as one variant is served: its KV cache type in every cache field."""
+        if kv_cache is None:
+            return self
+        return self.model_copy(update={name: kv_cache for name in self.kv_cache_fields})
+
+    def keyed_settings(self, leave_out: frozenset[str]) -> dict[str, Any]:
+        """The settings a measurement's key holds: all but `leave_out`, and the late additions only
+        when they differ from their defaults."""
+        defaults = type(self)()
+        late = {name for name in self.keyed_when_set if getattr(self, name) == getattr(defaults, name)}
+        return self.model_dump(mode="json", exclude=set(leave_out) | late)
 
 
 # --- calibration, measurement, gates, cost, tracking ---------------------------------------
@@ -325,6 +356,17 @@ class Recipe(Strict):
                     f"variants[{i}].engine: {variant.engine!r} cannot serve {variant.format} variants"
                     f" (engines that can: {', '.join(serving) or 'none registered'})"
                 )
+        for i, variant in enumerate(self.variants):
+            if variant.kv_cache is None:
+                continue
+            allowed = self.engine_config(variant.engine).kv_cache_types()
+            if variant.reference:
+                raise ValueError(f"variants[{i}].kv_cache: a reference is served as the model is; give the KV"
+                                 " cache type to a variant of it instead (the same weights, compared with it)")
+            if variant.kv_cache not in allowed:
+                raise ValueError(f"variants[{i}].kv_cache: " + (
+                    specs.unknown(f"{variant.engine} KV cache type", variant.kv_cache, list(allowed)) if allowed
+                    else f"engine {variant.engine!r} has no KV cache type setting"))
         for engine in self.engines_used():
             capabilities = self.capabilities(engine)
             if not capabilities.exact_logits() and self.divergence.window_tokens >= capabilities.max_context:
@@ -350,8 +392,10 @@ class Recipe(Strict):
     def engines_used(self) -> list[str]:
         return sorted({v.engine for v in self.variants})
 
-    def engine_config(self, engine: str) -> EngineConfig:
-        return getattr(self.engines, engine)
+    def engine_config(self, engine: str, variant: VariantConfig | None = None) -> EngineConfig:
+        """`engines.<engine>`, as `variant` is served on it when one is given (its KV cache type)."""
+        config: EngineConfig = getattr(self.engines, engine)
+        return config.with_kv_cache(variant.kv_cache) if variant is not None else config
 
     def capabilities(self, engine: str) -> specs.Capabilities:
         return specs.engine(engine).capabilities(self.engine_config(engine))

@@ -28,14 +28,29 @@ from pipeline.workers.messages import (DivergenceMetrics, DivergenceRequest, Eva
                                        ScorerLogprobsRequest, TokenLogprobs)
 
 
+# ggml's type numbers (ggml/include/ggml.h of the vendored llama.cpp) of the cache types llama-server
+# takes by name; llama-cpp-python takes the numbers
+GGML_CACHE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20,
+                    "bf16": 30}
+
+
+def cache_options(kv_cache: list[str] | None) -> dict[str, Any]:
+    """llama_cpp.Llama's arguments for the server's [K, V] cache types: none for its f16 default (as
+    before the setting existed); else both types, with flash attention, as the server runs them."""
+    if not kv_cache:
+        return {}
+    k, v = kv_cache
+    return {"type_k": GGML_CACHE_TYPES[k], "type_v": GGML_CACHE_TYPES[v], "flash_attn": True}
+
+
 class InProcessScorer:
     """Prompt logprobs from llama.cpp's full logits, computed where they belong: P(t_i | t_<i)."""
 
-    def __init__(self, model_path: str, n_ctx: int, threads: int):
+    def __init__(self, model_path: str, n_ctx: int, threads: int, kv_cache: list[str] | None = None):
         import llama_cpp
 
         self.llm = llama_cpp.Llama(model_path=model_path, logits_all=True, n_ctx=n_ctx, n_batch=min(n_ctx, 512),
-                                   n_threads=threads, n_threads_batch=threads, verbose=False)
+                                   n_threads=threads, n_threads_batch=threads, verbose=False, **cache_options(kv_cache))
         self.n_ctx = n_ctx
         self.add_bos = bool(self.llm._model.add_bos_token()) if hasattr(self.llm._model, "add_bos_token") else False
         self.bos = self.llm.token_bos()
@@ -185,7 +200,8 @@ def make_lm(scorer: InProcessScorer, base_url: str, api_key: str, concurrency: i
 def evaluate(request: EvalRequest) -> EvalOutput:
     started = time.monotonic()
     out = Path(request.out)
-    scorer = InProcessScorer(request.model_path, n_ctx=request.max_context, threads=request.threads)
+    scorer = InProcessScorer(request.model_path, n_ctx=request.max_context, threads=request.threads,
+                             kv_cache=request.kv_cache)
     alignment = probe(scorer, request.base_url, request.api_key)
     (out / "alignment_probe.json").write_text(json.dumps(alignment, indent=2))
     summary = alignment_summary(alignment)
@@ -212,11 +228,15 @@ def divergence(request: DivergenceRequest) -> DivergenceMetrics:
     started = time.monotonic()
     window = request.window_tokens
 
-    def load(path: str):
+    def load(path: str, **options: Any):
         return llama_cpp.Llama(model_path=path, logits_all=True, n_ctx=window, n_batch=window, n_ubatch=window,
-                               n_threads=request.threads, n_threads_batch=request.threads, verbose=False)
+                               n_threads=request.threads, n_threads_batch=request.threads, verbose=False, **options)
 
-    reference, variant = load(request.reference_path), load(request.variant_path)
+    # A variant with a quantized KV cache runs flash attention; so does its reference here, with its
+    # f16 cache, so the divergence is the cache's and the weights', not the attention kernel's.
+    variant_options = cache_options(request.kv_cache)
+    reference = load(request.reference_path, flash_attn=variant_options.get("flash_attn", False))
+    variant = load(request.variant_path, **variant_options)
     text = Path(request.text_path).read_text()
     tokens = reference.tokenize(text.encode(), add_bos=False, special=False)
     if variant.tokenize(text.encode(), add_bos=False, special=False) != tokens:
@@ -252,7 +272,8 @@ def divergence(request: DivergenceRequest) -> DivergenceMetrics:
 def token_logprobs(request: ScorerLogprobsRequest) -> TokenLogprobs:
     started = time.monotonic()
     ids = request.token_ids
-    scorer = InProcessScorer(request.model_path, n_ctx=max(len(ids), 64), threads=request.threads)
+    scorer = InProcessScorer(request.model_path, n_ctx=max(len(ids), 64), threads=request.threads,
+                             kv_cache=request.kv_cache)
     rows = scorer.logprob_rows(ids)
     return TokenLogprobs(token_ids=ids, token_logprobs=[float(rows[i - 1][ids[i]]) for i in range(1, len(ids))],
                          seconds=round(time.monotonic() - started, 2))

@@ -337,6 +337,7 @@ class ScorerLogprobsRequest:
     model_path: str
     token_ids: list[int]
     threads: int
+    kv_cache: list[str] | None = None  # [K, V] cache types as the server has them; None: f16
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -350,6 +351,7 @@ class DivergenceRequest:
     windows: int
     window_tokens: int
     threads: int
+    kv_cache: list[str] | None = None  # the variant's [K, V] cache types (the reference keeps f16)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -367,6 +369,7 @@ class EvalRequest:
     max_context: int  # tokens per scored sequence
     threads: int  # in-process scorer threads
     concurrency: int  # requests in flight against the server
+    kv_cache: list[str] | None = None  # the in-process scorer's [K, V] cache types, as the server's
 
 
 @dataclass(frozen=True, kw_only=True)

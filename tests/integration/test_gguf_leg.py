@@ -542,6 +542,39 @@ def test_an_imported_gguf_is_gated_like_a_variant_made_here(first_run, recipe, a
     assert imported["load"] and imported["passed"] == copied["passed"]
 
 
+def test_a_kv_cache_variant_serves_the_references_file_with_a_quantized_cache(first_run, recipe, artifacts, report,
+                                                                            tmp_path):
+    """`kv_cache: q4_0` on the F16 type: no new file, the server and its scorer run a q4_0 cache, and
+    what it costs against the reference is the cache's alone (the same weights)."""
+    import mlflow
+
+    data = yaml.safe_load(recipe.read_text())
+    data["variants"].append({"name": "f16-kv-q4_0", "kind": "gguf", "type": "F16", "kv_cache": "q4_0"})
+    with_kv = tmp_path / "with-kv.yaml"
+    with_kv.write_text(yaml.safe_dump(data))
+    run = quantgate("run", str(with_kv), artifacts=artifacts)
+    assert "[f16-kv-q4_0] quantize cached" in run.stdout
+    newest = max((artifacts / "reports").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    rows = {row["variant"]: row for row in json.loads(newest.read_text())["rows"]}
+    kv, f16 = rows["f16-kv-q4_0"], rows["f16"]
+    assert kv["artifact_key"] == f16["artifact_key"]
+    # the server log's first line is how it was started: f16's own evals, and the q4_0 ones
+    started = {f: (f / "server.log").read_text().splitlines()[0] for f in _eval_folders(artifacts, f16["artifact_key"])}
+    [evals] = [f for f, line in started.items() if "--cache-type-k q4_0 --cache-type-v q4_0 --flash-attn on" in line]
+    assert any("--cache-type-k" not in line for line in started.values())
+    probe = json.loads((evals / "alignment_probe.json").read_text())
+    assert probe["passed"]  # the scorer's q4_0 cache agrees with the server's
+    # the same weights: every bit of divergence is the cache's
+    assert f16["divergence"]["kld_mean"] == 0 and kv["divergence"]["kld_mean"] > 0
+    assert kv["score"]["agreement"] != f16["score"]["agreement"] or kv["divergence"]["flip_rate"] > 0
+    client = mlflow.MlflowClient(f"sqlite:///{artifacts / 'mlflow.db'}")
+    [child] = [r for r in client.search_runs([client.get_experiment_by_name("quantgate-test").experiment_id])
+               if r.info.run_name == "f16-kv-q4_0"]
+    assert child.data.tags["kv_cache"] == "q4_0" and child.data.params["kv_cache"] == "q4_0"
+    card = Path(client.download_artifacts(child.info.run_id, "model_card.md", str(tmp_path))).read_text()
+    assert "served by llamacpp with a q4_0 KV cache" in card
+
+
 def test_an_import_that_is_not_a_gguf_is_refused(recipe, artifacts, tmp_path):
     (tmp_path / "weights.gguf").write_bytes(b"PK\x03\x04 not a gguf")
     data = yaml.safe_load(recipe.read_text())

